@@ -1,0 +1,141 @@
+namespace Events
+
+open System
+
+/// The entity a domain event is about.
+type Entity =
+    {
+        /// The entity's id, such as an order number.
+        Id: string
+        /// The entity's kind, such as "order".
+        Name: string
+    }
+
+/// The W3C trace context of the code that raised an event, so that processing and handling link
+/// back to it.
+type TraceContext =
+    {
+        /// The `traceparent` header value.
+        TraceParent: string
+        /// The `tracestate` header value, if any.
+        TraceState: string option
+    }
+
+/// Why an event could not be made.
+[<RequireQualifiedAccess>]
+type EventError =
+    /// The event name was refused.
+    | InvalidName of NameError
+    /// The entity id of a domain event was refused.
+    | InvalidEntityId of NameError
+    /// The entity name of a domain event was refused.
+    | InvalidEntityName of NameError
+    /// The data was refused.
+    | InvalidData of DataError
+
+    /// A sentence that says what is wrong.
+    member this.Message =
+        match this with
+        | InvalidName error -> $"invalid event name: %s{error.Message}"
+        | InvalidEntityId error -> $"invalid entity id: %s{error.Message}"
+        | InvalidEntityName error -> $"invalid entity name: %s{error.Message}"
+        | InvalidData error -> error.Message
+
+/// Something that happened: an application event, or a domain event about an entity.
+type Event =
+    {
+        /// A UUIDv7, so ids sort by creation time.
+        Id: Guid
+        /// What happened.
+        Name: EventName
+        /// The data, a JSON object.
+        Data: EventData
+        /// When it happened.
+        Timestamp: DateTimeOffset
+        /// The entity a domain event is about; none for an application event.
+        Entity: Entity option
+        /// Set by the store when the event is appended, unless the caller set one.
+        CorrelationId: Guid option
+        /// The trace context of the code that raised the event.
+        Trace: TraceContext option
+        /// When the processor fanned the event out to its handler requests.
+        ProcessedAt: DateTimeOffset option
+    }
+
+/// Functions on events. None reads the clock or draws an id: callers pass them in.
+[<RequireQualifiedAccess>]
+module Event =
+
+    /// An application event (one without an entity).
+    let application (id: Guid) (timestamp: DateTimeOffset) (name: EventName) (data: EventData) : Event =
+        {
+            Id = id
+            Name = name
+            Data = data
+            Timestamp = timestamp
+            Entity = None
+            CorrelationId = None
+            Trace = None
+            ProcessedAt = None
+        }
+
+    /// A domain event, about the entity given.
+    let domain (id: Guid) (timestamp: DateTimeOffset) (name: EventName) (entity: Entity) (data: EventData) : Event =
+        { application id timestamp name data with
+            Entity = Some entity
+        }
+
+    /// Makes an entity reference, refusing an id or a name that breaks the naming rules.
+    let tryEntity (entityId: string) (entityName: string) : Result<Entity, EventError> =
+        match Name.Validate entityId, Name.Validate entityName with
+        | Ok id, Ok name -> Ok { Id = id; Name = name }
+        | Error error, _ -> Error(EventError.InvalidEntityId error)
+        | _, Error error -> Error(EventError.InvalidEntityName error)
+
+    /// Makes an application event from raw inputs, validating the name and serialising the data.
+    let tryApplication (id: Guid) (timestamp: DateTimeOffset) (name: string) (data: obj) : Result<Event, EventError> =
+        match EventName.TryCreate name, EventData.TrySerialise data with
+        | Ok name, Ok data -> Ok(application id timestamp name data)
+        | Error error, _ -> Error(EventError.InvalidName error)
+        | _, Error error -> Error(EventError.InvalidData error)
+
+    /// Makes a domain event from raw inputs, validating the name and entity and serialising the data.
+    let tryDomain
+        (id: Guid)
+        (timestamp: DateTimeOffset)
+        (name: string)
+        (entityId: string)
+        (entityName: string)
+        (data: obj)
+        : Result<Event, EventError> =
+        match EventName.TryCreate name with
+        | Error error -> Error(EventError.InvalidName error)
+        | Ok name ->
+            match tryEntity entityId entityName, EventData.TrySerialise data with
+            | Ok entity, Ok data -> Ok(domain id timestamp name entity data)
+            | Error error, _ -> Error error
+            | _, Error error -> Error(EventError.InvalidData error)
+
+    /// Whether the processor has fanned the event out.
+    let isProcessed (event: Event) = event.ProcessedAt.IsSome
+
+/// The events an entity has raised and not yet had saved: raise, read, clear. Safe to use from
+/// several threads.
+[<Sealed>]
+type EventRaiser() =
+    let events = ResizeArray<Event>()
+
+    /// Records an event.
+    member _.Raise(event: Event) =
+        lock events (fun () -> events.Add event)
+
+    /// The events raised so far, oldest first.
+    member _.Events: Event list = lock events (fun () -> List.ofSeq events)
+
+    /// Forgets the events raised so far (after they were saved).
+    member _.Clear() = lock events (fun () -> events.Clear())
+
+/// An entity that raises events, so a store can save them with it.
+type IRaiseEvents =
+    /// The entity's raised events.
+    abstract Raiser: EventRaiser
