@@ -28,4 +28,11 @@ let main argv =
                     }
         }
 
-    runTestsWithCLIArgs [ CLIArguments.Printer printer; CLIArguments.Colours 0; CLIArguments.No_Spinner ] argv all
+    runTestsWithCLIArgs
+        [
+            CLIArguments.Printer printer
+            CLIArguments.Colours 0
+            CLIArguments.No_Spinner
+        ]
+        argv
+        all
