@@ -75,6 +75,9 @@ type RequestCommand =
     | Cancel of at: DateTimeOffset
     /// A person asks for the request to run again from zero errors.
     | ReExecute
+    /// The attempt named by `token` gives the request back without running it (a hook refused it,
+    /// or the worker is shutting down): runnable again at once, no error counted.
+    | Release of token: Guid
 
 /// Why a command was refused.
 [<RequireQualifiedAccess>]
@@ -202,6 +205,12 @@ module HandlerRequest =
         | RequestCommand.Fail(token, at, error, sample), _ ->
             outcome token request (fun () ->
                 failed at error (fun attempt -> Backoff.delay policy attempt sample) request)
+
+        | RequestCommand.Release token, _ ->
+            outcome token request (fun () ->
+                { request with
+                    State = RequestState.Runnable None
+                })
 
         | RequestCommand.ExpireLease now, RequestState.Running lease when lease.Until > now ->
             Error(RequestError.LeaseNotExpired lease.Until)
