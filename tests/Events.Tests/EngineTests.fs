@@ -1,0 +1,904 @@
+/// The engine's behaviour (BEHAVIOUR.md: Processor, Executor), written once and run against every store.
+module Events.Tests.EngineTests
+
+open System
+open System.Collections.Concurrent
+open System.Threading
+open System.Threading.Tasks
+open Microsoft.Extensions.Logging
+open Expecto
+open Events
+open Events.Tests.TestSupport
+
+let private oneHandler name handler options =
+    configure [ "thing.happened", name, handler, options ]
+
+let private single (engine: Engine) =
+    task {
+        let! requests = engine.RequestsAsync()
+        return List.exactlyOne requests
+    }
+
+/// A reporter that keeps what it is given and answers `accept`.
+type private Reporter(accept: bool) =
+    let reports = ConcurrentQueue<ErrorReport>()
+    member _.Reports = List.ofSeq reports
+
+    interface IErrorReporter with
+        member _.Report report =
+            reports.Enqueue report
+            accept
+
+let private failureLog (engine: Engine) =
+    engine.Logs.Entries
+    |> List.filter (fun entry -> entry.Message.StartsWith "error while executing handler request")
+
+/// The behaviour suite over a store factory.
+let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
+    let build configuration processorOptions executorOptions =
+        engineWith makeStore configuration processorOptions executorOptions ""
+
+    let simple configuration =
+        build configuration ProcessorOptions.Default ExecutorOptions.Default
+
+    testList
+        $"Engine on %s{storeName}"
+        [
+            testList
+                "Processor"
+                [
+                    testCaseTask
+                        "an event fans out to one request per configured handler, copying the event and the settings"
+                    <| fun () ->
+                        task {
+                            let configuration =
+                                configure
+                                    [
+                                        "order.placed",
+                                        "email",
+                                        succeed,
+                                        [ HandlerOption.MaxErrors 3; HandlerOption.Priority 7 ]
+                                        "order.placed", "ledger", succeed, []
+                                        "other.event", "unrelated", succeed, []
+                                    ]
+
+                            let! engine = simple configuration
+                            let! event = engine.Raise("order.placed", {| Amount = 12.5m |})
+                            let! claimed = engine.Processor.ProcessAsync CancellationToken.None
+                            Expect.equal claimed 1 "the processor claims the one unprocessed event"
+                            let! requests = engine.RequestsAsync()
+                            let byHandler = requests |> List.map (fun r -> r.HandlerName.Value, r) |> Map.ofList
+
+                            Expect.equal
+                                (Set.ofSeq byHandler.Keys)
+                                (set [ "email"; "ledger" ])
+                                "one request per handler of the event"
+
+                            let email = byHandler["email"]
+                            Expect.equal email.EventId event.Id "the request copies the event id"
+                            Expect.equal email.EventData event.Data "the request copies the event data"
+                            Expect.equal email.EventTimestamp event.Timestamp "the request copies the event time"
+                            Expect.equal email.CorrelationId event.CorrelationId "the request copies the correlation id"
+                            Expect.isSome email.CorrelationId "the store set a correlation id"
+
+                            Expect.equal
+                                (email.MaxErrors, email.Priority)
+                                (3, 7)
+                                "the request takes MaxErrors and Priority from its handler"
+
+                            Expect.equal byHandler["ledger"].MaxErrors 5 "defaults apply to the other handler"
+                            let! stored = engine.Store.FindEventAsync(event.Id, CancellationToken.None)
+                            Expect.isTrue (stored |> Option.exists Event.isProcessed) "the event is marked processed"
+                            let! again = engine.Processor.ProcessAsync CancellationToken.None
+                            Expect.equal again 0 "a processed event is not claimed again"
+                        }
+
+                    testCaseTask "an event with no handlers is marked processed with a warning"
+                    <| fun () ->
+                        task {
+                            let! engine = simple (oneHandler "h" succeed [])
+                            let! event = engine.Raise("nobody.listens", {| |})
+                            let! _ = engine.Processor.ProcessAsync CancellationToken.None
+                            let! stored = engine.Store.FindEventAsync(event.Id, CancellationToken.None)
+
+                            Expect.isTrue
+                                (stored |> Option.exists Event.isProcessed)
+                                "an event without handlers is still processed"
+
+                            let! requests = engine.RequestsAsync()
+                            Expect.isEmpty requests "no requests are made for it"
+
+                            let warning =
+                                engine.Logs.Entries
+                                |> List.tryFind (fun e ->
+                                    e.Level = LogLevel.Warning && e.Message.Contains "no handlers mapped")
+
+                            Expect.isSome warning "a warning says no handlers are mapped"
+
+                            Expect.equal
+                                (warning.Value.Field "EventName")
+                                (Some(box "nobody.listens"))
+                                "the warning names the event"
+                        }
+
+                    testCaseTask "the before-process hook may change the event the requests copy"
+                    <| fun () ->
+                        task {
+                            let hook: BeforeProcess =
+                                fun event _ ->
+                                    let data =
+                                        EventData.TryParse """{"changed":true}"""
+                                        |> Result.defaultWith (fun e -> failwith e.Message)
+
+                                    Task.FromResult(HookResult.Continue { event with Data = data })
+
+                            let! engine =
+                                build
+                                    (oneHandler "h" succeed [])
+                                    { ProcessorOptions.Default with
+                                        BeforeProcess = Some hook
+                                    }
+                                    ExecutorOptions.Default
+
+                            let! _ = engine.Raise("thing.happened", {| changed = false |})
+                            let! _ = engine.Processor.ProcessAsync CancellationToken.None
+                            let! request = single engine
+
+                            Expect.equal
+                                request.EventData.Json
+                                """{"changed":true}"""
+                                "the request carries the data the hook returned"
+                        }
+
+                    testCaseTask
+                        "an event the before-process hook refuses or throws on stays unprocessed, and is logged as an error"
+                    <| fun () ->
+                        task {
+                            let mutable calls = 0
+
+                            let hook: BeforeProcess =
+                                fun event _ ->
+                                    calls <- calls + 1
+
+                                    match calls with
+                                    | 1 -> Task.FromResult(HookResult.Refuse "not yet")
+                                    | 2 -> raise (InvalidOperationException "hook broke")
+                                    | _ -> Task.FromResult(HookResult.Continue event)
+
+                            let! engine =
+                                build
+                                    (oneHandler "h" succeed [])
+                                    { ProcessorOptions.Default with
+                                        BeforeProcess = Some hook
+                                    }
+                                    ExecutorOptions.Default
+
+                            let! event = engine.Raise("thing.happened", {| |})
+
+                            for round in 1..2 do
+                                let! _ = engine.Processor.ProcessAsync CancellationToken.None
+                                let! stored = engine.Store.FindEventAsync(event.Id, CancellationToken.None)
+
+                                Expect.isFalse
+                                    (stored |> Option.exists Event.isProcessed)
+                                    $"round %d{round}: a refused event stays unprocessed"
+
+                            let errors =
+                                engine.Logs.Entries
+                                |> List.filter (fun e ->
+                                    e.Level = LogLevel.Error && e.Message.Contains "before process")
+
+                            Expect.equal errors.Length 2 "each refusal is logged as an error"
+
+                            Expect.isTrue
+                                (errors |> List.exists (fun e -> e.Exception.IsSome))
+                                "the thrown exception is logged with it"
+
+                            let! _ = engine.Processor.ProcessAsync CancellationToken.None
+                            let! requests = engine.RequestsAsync()
+
+                            Expect.equal
+                                requests.Length
+                                1
+                                "once the hook accepts, the event is fanned out (its claim was released)"
+                        }
+
+                    testCaseTask "a processor asked to stop claims nothing"
+                    <| fun () ->
+                        task {
+                            let! engine = simple (oneHandler "h" succeed [])
+                            let! _ = engine.Raise("thing.happened", {| |})
+                            use stopped = new CancellationTokenSource()
+                            stopped.Cancel()
+                            let! claimed = engine.Processor.ProcessAsync stopped.Token
+                            Expect.equal claimed 0 "a stopped processor starts no round"
+                        }
+
+                    testCaseTask "processors racing over the same events fan each out exactly once"
+                    <| fun () ->
+                        task {
+                            let! engine =
+                                build
+                                    (oneHandler "h" succeed [])
+                                    { ProcessorOptions.Default with
+                                        Limit = 7
+                                        Workers = 2
+                                    }
+                                    ExecutorOptions.Default
+
+                            let second =
+                                Processor(
+                                    engine.Store,
+                                    oneHandler "h" succeed [],
+                                    { ProcessorOptions.Default with
+                                        Limit = 5
+                                    },
+                                    engine.Instruments,
+                                    engine.Logs.Logger,
+                                    engine.Time
+                                )
+
+                            for i in 1..200 do
+                                let! _ = engine.Raise("thing.happened", {| n = i |})
+                                ()
+
+                            let drain (processor: Processor) =
+                                task {
+                                    let mutable more = true
+
+                                    while more do
+                                        let! claimed = processor.ProcessAsync CancellationToken.None
+                                        more <- claimed > 0
+                                }
+
+                            let! _ = Task.WhenAll(drain engine.Processor, drain second, drain engine.Processor)
+                            ()
+                            let! requests = engine.RequestsAsync()
+                            Expect.equal requests.Length 200 "one request per event, none duplicated, none lost"
+
+                            Expect.equal
+                                (requests |> List.distinctBy _.EventId).Length
+                                200
+                                "every event was fanned out once"
+                        }
+                ]
+
+            testList
+                "Executor"
+                [
+                    testCaseTask "a successful handler completes its request"
+                    <| fun () ->
+                        task {
+                            let! engine = simple (oneHandler "h" succeed [])
+                            let! _ = engine.Raise("thing.happened", {| |})
+                            do! engine.RoundAsync()
+                            let! request = single engine
+
+                            Expect.equal
+                                request.State
+                                (RequestState.Completed(engine.Time.GetUtcNow()))
+                                "the request completed now"
+
+                            Expect.equal
+                                request.LastAttemptAt
+                                (Some(engine.Time.GetUtcNow()))
+                                "the attempt time is recorded"
+
+                            Expect.isNone request.LastError "no error is recorded"
+                            Expect.equal request.Errors 0 "no error is counted"
+
+                            let! claimed =
+                                engine.Executor.ExecuteAsync(CancellationToken.None, CancellationToken.None)
+
+                            Expect.equal claimed 0 "a completed request is not run again"
+                        }
+
+                    testCaseTask "a failing handler is retried after its backoff, with a warning"
+                    <| fun () ->
+                        task {
+                            let! engine = simple (oneHandler "h" (failWith "try later") [])
+                            let! _ = engine.Raise("thing.happened", {| |})
+                            do! engine.RoundAsync()
+                            let! request = single engine
+                            let now = engine.Time.GetUtcNow()
+                            Expect.equal request.Errors 1 "one failed attempt"
+                            Expect.equal request.LastError (Some "try later") "the error is recorded"
+                            let low, high = Backoff.bounds BackoffPolicy.Default 1
+
+                            match request.State with
+                            | RequestState.Runnable(Some until) ->
+                                Expect.isTrue
+                                    (until >= now + low && until <= now + high)
+                                    "the backoff is within the default policy's bounds for attempt 1"
+                            | other -> failtest $"expected a runnable request backing off, got %A{other}"
+
+                            let! claimed =
+                                engine.Executor.ExecuteAsync(CancellationToken.None, CancellationToken.None)
+
+                            Expect.equal claimed 0 "a request backing off is not run"
+                            engine.Time.Advance high
+
+                            let! claimed =
+                                engine.Executor.ExecuteAsync(CancellationToken.None, CancellationToken.None)
+
+                            Expect.equal claimed 1 "after the backoff the request runs again"
+
+                            let warnings =
+                                failureLog engine |> List.filter (fun e -> e.Level = LogLevel.Warning)
+
+                            Expect.equal warnings.Length 2 "each retryable failure is a warning"
+                            let first = warnings.Head
+                            Expect.equal (first.Field "Error") (Some(box "try later")) "the log carries the error"
+                            Expect.isSome (first.Field "LastAttemptAt") "the log carries the last attempt time"
+
+                            Expect.equal
+                                (first.Field "ErrorReported")
+                                (Some(box false))
+                                "the log says the error was not reported"
+
+                            Expect.equal (first.Field "HandlerName") (Some(box "h")) "the log carries the handler name"
+                            Expect.isSome (first.Field "RequestId") "the log carries the request id"
+                        }
+
+                    testCaseTask "a request that fails MaxErrors times is dead, logged as an error and reported"
+                    <| fun () ->
+                        task {
+                            let reporter = Reporter(true)
+
+                            let! engine =
+                                build
+                                    (oneHandler
+                                        "h"
+                                        (failWith "always")
+                                        [
+                                            HandlerOption.MaxErrors 2
+                                            HandlerOption.Backoff(
+                                                BackoffPolicy.Exponential
+                                                    {
+                                                        Base = TimeSpan.FromSeconds 1.0
+                                                        Cap = TimeSpan.FromSeconds 1.0
+                                                    }
+                                            )
+                                        ])
+                                    ProcessorOptions.Default
+                                    { ExecutorOptions.Default with
+                                        ErrorReporter = Some reporter
+                                    }
+
+                            let! _ = engine.Raise("thing.happened", {| |})
+                            do! engine.RoundAsync()
+                            engine.Time.Advance(TimeSpan.FromSeconds 2.0)
+                            do! engine.RoundAsync()
+                            let! request = single engine
+                            Expect.equal request.State RequestState.Dead "two failures with MaxErrors 2 make it dead"
+                            Expect.isTrue (HandlerRequest.isDead request) "the core agrees it is dead"
+                            let! stats = engine.Store.StatsAsync(engine.Time.GetUtcNow(), CancellationToken.None)
+                            Expect.equal stats.DeadRequests 1L "the store counts it dead"
+
+                            Expect.equal
+                                (reporter.Reports |> List.map _.Retryable)
+                                [ false ]
+                                "only the failure that made it dead is reported"
+
+                            let logs = failureLog engine
+
+                            Expect.equal
+                                (logs |> List.map _.Level)
+                                [ LogLevel.Warning; LogLevel.Error ]
+                                "retryable at warning, dead at error"
+
+                            Expect.equal
+                                ((List.last logs).Field "ErrorReported")
+                                (Some(box true))
+                                "the log says the reporter accepted it"
+
+                            engine.Time.Advance(TimeSpan.FromDays 1.0)
+
+                            let! claimed =
+                                engine.Executor.ExecuteAsync(CancellationToken.None, CancellationToken.None)
+
+                            Expect.equal claimed 0 "a dead request is never run"
+                        }
+
+                    testCaseTask "a thrown exception fails the attempt, keeps its stack and is always reported"
+                    <| fun () ->
+                        task {
+                            let reporter = Reporter(false)
+                            let thrower: Handler = fun _ _ -> raise (InvalidOperationException "boom")
+
+                            let! engine =
+                                build
+                                    (oneHandler "h" thrower [])
+                                    ProcessorOptions.Default
+                                    { ExecutorOptions.Default with
+                                        ErrorReporter = Some reporter
+                                    }
+
+                            let! _ = engine.Raise("thing.happened", {| |})
+                            do! engine.RoundAsync()
+                            let! request = single engine
+                            Expect.equal request.Errors 1 "a throw counts as a failed attempt"
+
+                            Expect.stringContains
+                                (defaultArg request.LastError "")
+                                "boom"
+                                "the error message is recorded"
+
+                            let report = List.exactlyOne reporter.Reports
+                            Expect.isTrue report.Retryable "the request is still retryable"
+                            Expect.isSome report.Exception "the reporter gets the exception"
+                            Expect.isSome report.StackTrace "the reporter gets the stack"
+                            let log = failureLog engine |> List.exactlyOne
+                            Expect.equal log.Level LogLevel.Warning "a retryable throw is a warning"
+                            Expect.isSome log.Exception "the log carries the exception"
+
+                            Expect.equal
+                                (log.Field "ErrorReported")
+                                (Some(box false))
+                                "the reporter declined it, and the log says so"
+                        }
+
+                    testCaseTask
+                        "the error reporter is called exactly for throws and deaths, with or without a reporter"
+                    <| fun () ->
+                        task {
+                            // (returned or thrown) x (retryable or dead) x (reporter or none)
+                            for thrown in [ false; true ] do
+                                for dead in [ false; true ] do
+                                    for withReporter in [ false; true ] do
+                                        let reporter = Reporter(true)
+
+                                        let handler: Handler =
+                                            if thrown then
+                                                fun _ _ -> raise (ArgumentException "thrown")
+                                            else
+                                                failWith "returned"
+
+                                        let maxErrors = if dead then 1 else 5
+
+                                        let! engine =
+                                            build
+                                                (oneHandler "h" handler [ HandlerOption.MaxErrors maxErrors ])
+                                                ProcessorOptions.Default
+                                                { ExecutorOptions.Default with
+                                                    ErrorReporter =
+                                                        if withReporter then
+                                                            Some(reporter :> IErrorReporter)
+                                                        else
+                                                            None
+                                                }
+
+                                        let! _ = engine.Raise("thing.happened", {| |})
+                                        do! engine.RoundAsync()
+                                        let expected = withReporter && (thrown || dead)
+                                        let case = $"thrown=%b{thrown} dead=%b{dead} reporter=%b{withReporter}"
+
+                                        Expect.equal
+                                            reporter.Reports.Length
+                                            (if expected then 1 else 0)
+                                            $"%s{case}: reporter calls"
+
+                                        let log = failureLog engine |> List.exactlyOne
+
+                                        Expect.equal
+                                            log.Level
+                                            (if dead then LogLevel.Error else LogLevel.Warning)
+                                            $"%s{case}: log level"
+
+                                        Expect.equal
+                                            (log.Field "ErrorReported")
+                                            (Some(box expected))
+                                            $"%s{case}: the log says whether it was reported"
+                        }
+
+                    testCaseTask "a request whose handler is not configured fails as the Go framework's does"
+                    <| fun () ->
+                        task {
+                            let! engine = simple (oneHandler "h" succeed [])
+
+                            let event =
+                                engine.Factory.Application("thing.happened", {| |})
+                                |> Result.defaultWith (fun e -> failwith e.Message)
+
+                            let! stored = engine.Store.AppendAsync([ event ], CancellationToken.None)
+
+                            let! claims =
+                                engine.Store.ClaimEventsAsync(
+                                    10,
+                                    engine.Time.GetUtcNow(),
+                                    TimeSpan.FromMinutes 1.0,
+                                    CancellationToken.None
+                                )
+
+                            let orphan =
+                                HandlerRequest.create
+                                    (Guid.CreateVersion7())
+                                    (List.exactlyOne stored)
+                                    (HandlerName.Create "gone")
+                                    HandlerSettings.defaults
+
+                            let claim = List.exactlyOne claims
+
+                            let! _ =
+                                engine.Store.CommitProcessingAsync(
+                                    [
+                                        {
+                                            EventId = claim.Event.Id
+                                            Token = claim.Token
+                                            ProcessedAt = engine.Time.GetUtcNow()
+                                            Requests = [ orphan ]
+                                        }
+                                    ],
+                                    CancellationToken.None
+                                )
+
+                            let! _ = engine.Executor.ExecuteAsync(CancellationToken.None, CancellationToken.None)
+                            let! request = single engine
+
+                            Expect.equal
+                                request.LastError
+                                (Some "handler request has no configured handler")
+                                "a missing handler fails with the Go framework's message"
+
+                            Expect.equal request.Errors 1 "and counts as a failed attempt"
+                        }
+
+                    testCaseTask "the before-execute hook may change what the handler sees, or refuse to run it"
+                    <| fun () ->
+                        task {
+                            let seen = ConcurrentQueue<string>()
+
+                            let handler: Handler =
+                                fun context _ ->
+                                    seen.Enqueue context.Request.EventData.Json
+                                    Task.FromResult HandlerResult.Succeeded
+
+                            let mutable refuse = true
+
+                            let hook: BeforeExecute =
+                                fun request _ ->
+                                    if refuse then
+                                        Task.FromResult(HookResult.Refuse "maintenance")
+                                    else
+                                        let data =
+                                            EventData.TryParse """{"from":"hook"}"""
+                                            |> Result.defaultWith (fun e -> failwith e.Message)
+
+                                        Task.FromResult(HookResult.Continue { request with EventData = data })
+
+                            let! engine =
+                                build
+                                    (oneHandler "h" handler [])
+                                    ProcessorOptions.Default
+                                    { ExecutorOptions.Default with
+                                        BeforeExecute = Some hook
+                                    }
+
+                            let! _ = engine.Raise("thing.happened", {| from = "event" |})
+                            do! engine.RoundAsync()
+                            let! request = single engine
+                            Expect.isEmpty seen "a refused request's handler does not run"
+
+                            Expect.equal
+                                request.State
+                                (RequestState.Runnable None)
+                                "a refused request is given back runnable"
+
+                            Expect.equal request.Errors 0 "a refusal is not a failed attempt"
+
+                            Expect.isTrue
+                                (engine.Logs.Entries
+                                 |> List.exists (fun e ->
+                                     e.Level = LogLevel.Error && e.Message.Contains "before execute"))
+                                "the refusal is logged as an error"
+
+                            refuse <- false
+                            do! engine.RoundAsync()
+
+                            Expect.equal
+                                (List.ofSeq seen)
+                                [ """{"from":"hook"}""" ]
+                                "the handler sees the request the hook returned"
+
+                            let! request = single engine
+
+                            Expect.equal
+                                request.EventData.Json
+                                """{"from":"event"}"""
+                                "the stored request keeps its own data"
+                        }
+
+                    testCaseTask "requests run in priority order, lower first, then by event time"
+                    <| fun () ->
+                        task {
+                            let order = ConcurrentQueue<string>()
+
+                            let recorder name : Handler =
+                                fun _ _ ->
+                                    order.Enqueue name
+                                    Task.FromResult HandlerResult.Succeeded
+
+                            let configuration =
+                                configure
+                                    [
+                                        "a", "late", recorder "late", [ HandlerOption.Priority 90 ]
+                                        "a", "early", recorder "early", [ HandlerOption.Priority 10 ]
+                                        "b", "middle", recorder "middle", [ HandlerOption.Priority 50 ]
+                                    ]
+
+                            let! engine =
+                                build
+                                    configuration
+                                    ProcessorOptions.Default
+                                    { ExecutorOptions.Default with
+                                        Workers = 1
+                                    }
+
+                            let! _ = engine.Raise("a", {| |})
+                            engine.Time.Advance(TimeSpan.FromSeconds 1.0)
+                            let! _ = engine.Raise("b", {| |})
+                            engine.Time.Advance(TimeSpan.FromSeconds 1.0)
+                            let! _ = engine.Raise("b", {| |})
+                            let! _ = engine.Processor.ProcessAsync CancellationToken.None
+                            let! _ = engine.Executor.ExecuteAsync(CancellationToken.None, CancellationToken.None)
+
+                            Expect.equal
+                                (List.ofSeq order)
+                                [ "early"; "middle"; "middle"; "late" ]
+                                "priority ascending, then event time"
+                        }
+
+                    testCaseTask "a handler that overruns its timeout is canceled and the attempt fails"
+                    <| fun () ->
+                        task {
+                            let slow: Handler =
+                                fun _ cancellationToken ->
+                                    task {
+                                        do! Task.Delay(TimeSpan.FromSeconds 30.0, cancellationToken)
+                                        return HandlerResult.Succeeded
+                                    }
+
+                            let! engine =
+                                simple (oneHandler "h" slow [ HandlerOption.Timeout(TimeSpan.FromMilliseconds 50.0) ])
+
+                            let! _ = engine.Raise("thing.happened", {| |})
+                            do! engine.RoundAsync()
+                            let! request = single engine
+                            Expect.equal request.Errors 1 "a timeout is a failed attempt"
+
+                            Expect.stringContains
+                                (defaultArg request.LastError "")
+                                "timed out"
+                                "the error says it timed out"
+                        }
+
+                    testCaseTask "a request whose lease lapsed is recovered as one failed attempt and runs again"
+                    <| fun () ->
+                        task {
+                            let! engine = simple (oneHandler "h" succeed [])
+                            let! _ = engine.Raise("thing.happened", {| |})
+                            let! _ = engine.Processor.ProcessAsync CancellationToken.None
+                            // A worker that claims and then dies.
+                            let! lost =
+                                engine.Store.ClaimRequestsAsync(
+                                    10,
+                                    engine.Time.GetUtcNow(),
+                                    TimeSpan.FromSeconds 30.0,
+                                    CancellationToken.None
+                                )
+
+                            Expect.equal lost.Claimed.Length 1 "the dying worker held the request"
+
+                            let! claimed =
+                                engine.Executor.ExecuteAsync(CancellationToken.None, CancellationToken.None)
+
+                            Expect.equal claimed 0 "a held request is not run while its lease holds"
+                            engine.Time.Advance(TimeSpan.FromSeconds 31.0)
+
+                            let! claimed =
+                                engine.Executor.ExecuteAsync(CancellationToken.None, CancellationToken.None)
+
+                            Expect.equal claimed 1 "after the lease the request is recovered and run"
+                            let! request = single engine
+                            Expect.equal request.Errors 1 "the lapsed lease counted one failed attempt"
+                            Expect.isTrue (HandlerRequest.isTerminal request) "the recovered request then completed"
+
+                            Expect.isTrue
+                                (failureLog engine |> List.exists (fun e -> e.Level = LogLevel.Warning))
+                                "the recovery is logged as a failure"
+                        }
+
+                    testCaseTask "a dead request can be re-executed, and a canceled one never runs"
+                    <| fun () ->
+                        task {
+                            let mutable fail = true
+
+                            let flaky: Handler =
+                                fun _ _ ->
+                                    Task.FromResult(
+                                        if fail then
+                                            HandlerResult.Failed "down"
+                                        else
+                                            HandlerResult.Succeeded
+                                    )
+
+                            let configuration =
+                                configure
+                                    [
+                                        "a", "flaky", flaky, [ HandlerOption.MaxErrors 1 ]
+                                        "b", "flaky", flaky, [ HandlerOption.MaxErrors 1 ]
+                                    ]
+
+                            let! engine = simple configuration
+                            let! a = engine.Raise("a", {| |})
+                            let! b = engine.Raise("b", {| |})
+                            do! engine.RoundAsync()
+                            let! requests = engine.RequestsAsync()
+
+                            Expect.isTrue
+                                (requests |> List.forall HandlerRequest.isDead)
+                                "both died on their first failure"
+
+                            let ofEvent (event: Event) =
+                                requests |> List.find (fun r -> r.EventId = event.Id)
+
+                            let! reExecuted =
+                                engine.Store.UpdateRequestAsync(
+                                    (ofEvent a).Id,
+                                    HandlerRequest.transition BackoffPolicy.Default RequestCommand.ReExecute,
+                                    CancellationToken.None
+                                )
+
+                            Expect.isOk reExecuted "a dead request can be re-executed"
+
+                            let! canceled =
+                                engine.Store.UpdateRequestAsync(
+                                    (ofEvent b).Id,
+                                    HandlerRequest.transition
+                                        BackoffPolicy.Default
+                                        (RequestCommand.Cancel(engine.Time.GetUtcNow())),
+                                    CancellationToken.None
+                                )
+
+                            Expect.isOk canceled "a dead request can be canceled"
+                            fail <- false
+                            do! engine.RoundAsync()
+                            let! after = engine.RequestsAsync()
+
+                            let state (event: Event) =
+                                (after |> List.find (fun r -> r.EventId = event.Id)).State
+
+                            Expect.equal
+                                (state a)
+                                (RequestState.Completed(engine.Time.GetUtcNow()))
+                                "the re-executed request ran and completed"
+
+                            Expect.equal
+                                (state b)
+                                (RequestState.Canceled(engine.Time.GetUtcNow()))
+                                "the canceled request stayed canceled"
+                        }
+
+                    testCaseTask "a handler may use the store's transaction when the store has one"
+                    <| fun () ->
+                        task {
+                            let mutable sawTransaction = None
+
+                            let handler: Handler =
+                                fun context _ ->
+                                    sawTransaction <- Some context.Transaction.IsSome
+                                    Task.FromResult HandlerResult.Succeeded
+
+                            let! engine = simple (oneHandler "h" handler [])
+                            let! _ = engine.Raise("thing.happened", {| |})
+                            do! engine.RoundAsync()
+                            let! request = single engine
+
+                            Expect.isTrue
+                                (HandlerRequest.isTerminal request)
+                                "asking for the transaction does not stop completion"
+
+                            Expect.isSome sawTransaction "the handler ran"
+                        }
+
+                    testCaseTask
+                        "many executors and producers at once: every request runs once, never twice at the same time"
+                    <| fun () ->
+                        task {
+                            let running = ConcurrentDictionary<Guid, int>()
+                            let runs = ConcurrentDictionary<Guid, int>()
+                            let mutable overlaps = 0
+
+                            let handler: Handler =
+                                fun context _ ->
+                                    task {
+                                        let id = context.Request.Id
+
+                                        if running.AddOrUpdate(id, 1, fun _ n -> n + 1) > 1 then
+                                            Interlocked.Increment &overlaps |> ignore
+
+                                        runs.AddOrUpdate(id, 1, fun _ n -> n + 1) |> ignore
+                                        do! Task.Yield()
+                                        running.AddOrUpdate(id, 0, fun _ n -> n - 1) |> ignore
+                                        return HandlerResult.Succeeded
+                                    }
+
+                            let configuration = configure [ "e", "one", handler, []; "e", "two", handler, [] ]
+
+                            let executorOptions =
+                                { ExecutorOptions.Default with
+                                    Workers = 4
+                                    Limit = 20
+                                }
+
+                            let! engine =
+                                build
+                                    configuration
+                                    { ProcessorOptions.Default with
+                                        Limit = 25
+                                    }
+                                    executorOptions
+
+                            let others =
+                                [
+                                    for _ in 1..2 ->
+                                        Executor(
+                                            engine.Store,
+                                            configuration,
+                                            executorOptions,
+                                            engine.Instruments,
+                                            engine.Logs.Logger,
+                                            engine.Time
+                                        )
+                                ]
+
+                            let total = 300
+
+                            let produce () =
+                                task {
+                                    for i in 1 .. total / 3 do
+                                        let! _ = engine.Raise("e", {| n = i |})
+                                        ()
+                                }
+
+                            let mutable producing = true
+
+                            let work (round: unit -> Task<int>) =
+                                task {
+                                    let mutable idle = 0
+
+                                    while producing || idle < 3 do
+                                        let! claimed = round ()
+                                        if claimed = 0 then idle <- idle + 1 else idle <- 0
+                                        do! Task.Yield()
+                                }
+
+                            let producers = Task.WhenAll [ produce (); produce (); produce () ]
+
+                            let workers =
+                                [
+                                    work (fun () -> engine.Processor.ProcessAsync CancellationToken.None)
+                                    work (fun () ->
+                                        engine.Executor.ExecuteAsync(CancellationToken.None, CancellationToken.None))
+                                    yield!
+                                        others
+                                        |> List.map (fun executor ->
+                                            work (fun () ->
+                                                executor.ExecuteAsync(CancellationToken.None, CancellationToken.None)))
+                                ]
+
+                            let! _ = producers
+                            producing <- false
+                            let! _ = Task.WhenAll workers
+                            // Whatever the racing loops left, a last drain finishes.
+                            for _ in 1..5 do
+                                do! engine.RoundAsync()
+
+                            let! requests = engine.RequestsAsync()
+                            Expect.equal requests.Length (2 * total) "two requests per event, none lost or duplicated"
+                            Expect.isTrue (requests |> List.forall HandlerRequest.isTerminal) "every request completed"
+                            Expect.equal overlaps 0 "no request ran twice at the same time"
+                            Expect.isTrue (runs.Values |> Seq.forall ((=) 1)) "every request ran exactly once"
+                        }
+                ]
+        ]

@@ -1,0 +1,205 @@
+/// Test doubles that are real parts: a settable clock, a logger provider that keeps what it is given,
+/// and a small engine builder.
+module Events.Tests.TestSupport
+
+open System
+open System.Collections.Concurrent
+open System.Collections.Generic
+open System.Threading
+open System.Threading.Tasks
+open Microsoft.Extensions.Logging
+open Events
+
+/// A clock the test moves by hand. Delays and timers still run on real time.
+type ManualTime(start: DateTimeOffset) =
+    inherit TimeProvider()
+    let mutable now = start
+
+    new() = ManualTime(DateTimeOffset(2026, 11, 27, 12, 0, 0, TimeSpan.Zero))
+
+    override _.GetUtcNow() = now
+
+    member _.Advance(by: TimeSpan) = now <- now + by
+
+    member _.Set(value: DateTimeOffset) = now <- value
+
+/// One log entry as a provider received it: level, category, message, structured fields, scopes, exception.
+type LogEntry =
+    {
+        Level: LogLevel
+        Category: string
+        Message: string
+        Fields: Map<string, obj>
+        Scopes: Map<string, obj>
+        Exception: exn option
+    }
+
+    member this.Field(key: string) =
+        match this.Fields.TryFind key with
+        | Some value -> Some value
+        | None -> this.Scopes.TryFind key
+
+let private pairs (state: obj) =
+    match state with
+    | :? IEnumerable<KeyValuePair<string, obj>> as pairs ->
+        pairs |> Seq.map (fun pair -> pair.Key, pair.Value) |> List.ofSeq
+    | _ -> []
+
+/// A logger provider that records every entry with its structured state and active scopes.
+type LogSink() =
+    let entries = ConcurrentQueue<LogEntry>()
+    let scopes = new LoggerExternalScopeProvider()
+
+    member _.Entries = List.ofSeq entries
+
+    member this.Factory =
+        LoggerFactory.Create(fun builder -> builder.SetMinimumLevel(LogLevel.Trace).AddProvider(this) |> ignore)
+
+    member this.Logger = this.Factory.CreateLogger "Events"
+
+    interface ILoggerProvider with
+        member _.CreateLogger(category) =
+            { new ILogger with
+                member _.BeginScope(state) = scopes.Push state
+                member _.IsEnabled _ = true
+
+                member _.Log(level, _eventId, state, error, formatter) =
+                    let scoped = ResizeArray()
+
+                    scopes.ForEachScope(
+                        (fun scope (acc: ResizeArray<string * obj>) -> acc.AddRange(pairs scope)),
+                        scoped
+                    )
+
+                    entries.Enqueue
+                        {
+                            Level = level
+                            Category = category
+                            Message = formatter.Invoke(state, error)
+                            Fields = Map.ofList (pairs (box state))
+                            Scopes = Map.ofSeq scoped
+                            Exception = Option.ofObj error
+                        }
+            }
+
+        member _.Dispose() = ()
+
+/// An engine over one store, driven round by round by the test.
+type Engine =
+    {
+        Store: IEventStore
+        Time: ManualTime
+        Logs: LogSink
+        Instruments: Instruments
+        Processor: Processor
+        Executor: Executor
+        Factory: EventFactory
+    }
+
+    /// Appends an application event with the data given.
+    member this.Raise(name: string, data: obj) =
+        task {
+            let event =
+                match this.Factory.Application(name, data) with
+                | Ok event -> event
+                | Error error -> failwith error.Message
+
+            let! stored = this.Store.AppendAsync([ event ], CancellationToken.None)
+            return List.exactlyOne stored
+        }
+
+    /// One processor round then one executor round.
+    member this.RoundAsync() =
+        task {
+            let! _ = this.Processor.ProcessAsync CancellationToken.None
+            let! _ = this.Executor.ExecuteAsync(CancellationToken.None, CancellationToken.None)
+            return ()
+        }
+
+    /// Every request in the store.
+    member this.RequestsAsync() =
+        task {
+            let result = ResizeArray()
+
+            let enumerator =
+                this.Store.RequestsAsync(CancellationToken.None).GetAsyncEnumerator()
+
+            let mutable more = true
+
+            while more do
+                let! next = enumerator.MoveNextAsync()
+
+                if next then
+                    result.Add enumerator.Current
+                else
+                    more <- false
+
+            do! enumerator.DisposeAsync()
+            return List.ofSeq result
+        }
+
+/// Makes a handler configuration from (event, handler, code, options) rows, failing on invalid rows.
+let configure (rows: (string * string * Handler * HandlerOption list) list) : Configuration<Handler> =
+    rows
+    |> List.fold
+        (fun configuration (eventName, handlerName, handler, options) ->
+            match Configuration.tryAdd eventName handlerName handler options configuration with
+            | Ok configuration -> configuration
+            | Error errors -> failwithf "invalid test configuration: %A" errors)
+        Configuration.empty
+
+/// A handler that always succeeds.
+let succeed: Handler = fun _ _ -> Task.FromResult HandlerResult.Succeeded
+
+/// A handler that always fails with the message given.
+let failWith (message: string) : Handler =
+    fun _ _ -> Task.FromResult(HandlerResult.Failed message)
+
+/// Builds an engine over a store made by the factory.
+let engineWith
+    (makeStore: unit -> Task<IEventStore>)
+    (configuration: Configuration<Handler>)
+    (processorOptions: ProcessorOptions)
+    (executorOptions: ExecutorOptions)
+    (prefix: string)
+    =
+    task {
+        let! store = makeStore ()
+        let time = ManualTime()
+        let logs = new LogSink()
+
+        let instruments =
+            new Instruments(
+                prefix,
+                (fun () -> Some(store.StatsAsync(time.GetUtcNow(), CancellationToken.None).GetAwaiter().GetResult())),
+                (fun () -> time.GetUtcNow())
+            )
+
+        return
+            {
+                Store = store
+                Time = time
+                Logs = logs
+                Instruments = instruments
+                Processor = Processor(store, configuration, processorOptions, instruments, logs.Logger, time)
+                Executor = Executor(store, configuration, executorOptions, instruments, logs.Logger, time)
+                Factory = EventFactory time
+            }
+    }
+
+/// Waits until the condition holds, polling; fails with the message after the timeout.
+let waitUntil (timeout: TimeSpan) (message: string) (condition: unit -> Task<bool>) =
+    task {
+        let deadline = DateTime.UtcNow + timeout
+        let mutable holds = false
+
+        while not holds && DateTime.UtcNow < deadline do
+            let! now = condition ()
+            holds <- now
+
+            if not holds then
+                do! Task.Delay 10
+
+        if not holds then
+            failwith $"timed out after %O{timeout} waiting until %s{message}"
+    }
