@@ -5,7 +5,20 @@ open System.IO
 open Expecto
 open Expecto.Impl
 
-let all = testList "Events" [ NamesTests.tests ]
+/// Makes a fresh in-memory store.
+let private inMemory () =
+    System.Threading.Tasks.Task.FromResult(new Events.InMemoryStore() :> Events.IEventStore)
+
+let all =
+    testList
+        "Events"
+        [
+            NamesTests.tests
+            EngineTests.engineSuite "memory" inMemory
+            SchedulerTests.statusMachine
+            SchedulerTests.schedulerSuite "memory" inMemory
+            TelemetryTests.telemetrySuite "memory" inMemory
+        ]
 
 /// Writes "passed failed" to the file named by EVENTS_TEST_COUNTS, for the test script to sum.
 let private recordCounts (summary: TestRunSummary) =

@@ -231,16 +231,7 @@ let schedulerSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
 
                     use scheduler = scheduler
 
-                    Expect.throwsT<InvalidOperationException>
-                        (fun () -> scheduler.ShutdownAsync(CancellationToken.None).Wait())
-                        "shutdown before start is refused"
-                    |> ignore
-
-                    scheduler.Start()
-                    Expect.throwsT<InvalidOperationException> scheduler.Start "a second start is refused"
-                    do! scheduler.ShutdownAsync CancellationToken.None
-
-                    let! refused =
+                    let refusedShutdown () =
                         task {
                             try
                                 do! scheduler.ShutdownAsync CancellationToken.None
@@ -249,6 +240,14 @@ let schedulerSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                                 return true
                         }
 
+                    let! refused = refusedShutdown ()
+                    Expect.isTrue refused "shutdown before start is refused"
+
+                    scheduler.Start()
+                    Expect.throwsT<InvalidOperationException> scheduler.Start "a second start is refused"
+                    do! scheduler.ShutdownAsync CancellationToken.None
+
+                    let! refused = refusedShutdown ()
                     Expect.isTrue refused "a second shutdown is refused"
                 }
 

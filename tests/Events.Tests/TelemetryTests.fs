@@ -47,13 +47,26 @@ let private collect (makeStore: unit -> Task<IEventStore>) =
                     "thing.happened", "bad", failWith "nope", [ HandlerOption.MaxErrors 1 ]
                 ]
 
+        let mutable faulty = None
+
+        let makeFaulty () =
+            task {
+                let! store = makeStore ()
+                let wrapped = FaultyStore store
+                faulty <- Some wrapped
+                return wrapped :> IEventStore
+            }
+
         let! engine =
-            engineWith makeStore configuration ProcessorOptions.Default ExecutorOptions.Default prefix
+            engineWith makeFaulty configuration ProcessorOptions.Default ExecutorOptions.Default prefix
+        // One processing commit fails (a failure counted), and the event is processed on the next round.
+        faulty.Value.FailNextCommit()
 
         use producer = producerSource.StartActivity "produce"
         let! event = engine.Raise("thing.happened", {| |})
         producer.Stop()
         Activity.Current <- null
+        do! engine.RoundAsync()
         do! engine.RoundAsync()
 
         // The status counter, through a real scheduler with the same prefix.
@@ -149,6 +162,7 @@ let telemetrySuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                     let only name = points name |> List.exactlyOne
 
                     Expect.equal (sumOf "events.processed.successes") 1L "one event processed"
+                    Expect.equal (sumOf "events.processed.failures") 1L "one failed processing commit counted"
 
                     Expect.equal
                         (tags (only "events.processed.successes"))
@@ -259,7 +273,17 @@ let telemetrySuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                     let named name =
                         spans |> List.filter (fun span -> span.DisplayName = name)
 
-                    let processing = named "process thing.happened event" |> List.exactlyOne
+                    let attempts = named "process thing.happened event"
+                    Expect.equal attempts.Length 2 "one processing span per attempt: the failed commit and the good one"
+
+                    Expect.exists
+                        attempts
+                        (fun span -> span.Status = ActivityStatusCode.Error)
+                        "the failed commit's span has error status"
+
+                    let processing =
+                        attempts |> List.find (fun span -> span.Status <> ActivityStatusCode.Error)
+
                     Expect.equal processing.TraceId producer.TraceId "the processing span is in the producer's trace"
                     Expect.equal processing.ParentSpanId producer.SpanId "its parent is the producer's span"
 
@@ -268,12 +292,12 @@ let telemetrySuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                         (box (string event.Id))
                         "it names the event"
 
-                    let processRound = named "process events" |> List.head
+                    let rounds = named "process events" |> List.map _.SpanId
 
                     Expect.exists
                         processing.Links
-                        (fun link -> link.Context.SpanId = processRound.SpanId)
-                        "it links to its round"
+                        (fun (link: ActivityLink) -> List.contains link.Context.SpanId rounds)
+                        $"it links to its round (links %A{processing.Links |> Seq.map (fun l -> string l.Context.SpanId) |> List.ofSeq}, rounds %A{rounds |> List.map string})"
 
                     for handler in [ "good"; "bad" ] do
                         let execute = named $"execute %s{handler} request" |> List.exactlyOne

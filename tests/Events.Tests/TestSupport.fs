@@ -84,6 +84,63 @@ type LogSink() =
 
         member _.Dispose() = ()
 
+/// A store that passes everything to a real store, but fails the next processing commit when asked:
+/// a database fault, injected.
+type FaultyStore(inner: IEventStore) =
+    let mutable failNextCommit = false
+
+    /// Makes the next CommitProcessingAsync throw, as a broken connection would.
+    member _.FailNextCommit() = failNextCommit <- true
+
+    interface IEventStore with
+        member _.AppendAsync(events, cancellationToken) =
+            inner.AppendAsync(events, cancellationToken)
+
+        member _.ClaimEventsAsync(limit, now, leaseFor, cancellationToken) =
+            inner.ClaimEventsAsync(limit, now, leaseFor, cancellationToken)
+
+        member _.CommitProcessingAsync(processed, cancellationToken) =
+            if failNextCommit then
+                failNextCommit <- false
+                Task.FromException<_>(InvalidOperationException "injected: the database went away")
+            else
+                inner.CommitProcessingAsync(processed, cancellationToken)
+
+        member _.ReleaseEventsAsync(claims, cancellationToken) =
+            inner.ReleaseEventsAsync(claims, cancellationToken)
+
+        member _.ClaimRequestsAsync(limit, now, leaseFor, cancellationToken) =
+            inner.ClaimRequestsAsync(limit, now, leaseFor, cancellationToken)
+
+        member _.RecordOutcomesAsync(outcomes, cancellationToken) =
+            inner.RecordOutcomesAsync(outcomes, cancellationToken)
+
+        member _.BeginHandlerTransaction request = inner.BeginHandlerTransaction request
+
+        member _.FindEventAsync(id, cancellationToken) =
+            inner.FindEventAsync(id, cancellationToken)
+
+        member _.FindRequestAsync(id, cancellationToken) =
+            inner.FindRequestAsync(id, cancellationToken)
+
+        member _.EventsAsync cancellationToken = inner.EventsAsync cancellationToken
+        member _.RequestsAsync cancellationToken = inner.RequestsAsync cancellationToken
+
+        member _.StatsAsync(now, cancellationToken) =
+            inner.StatsAsync(now, cancellationToken)
+
+        member _.DeadRequestsAsync(query, cancellationToken) =
+            inner.DeadRequestsAsync(query, cancellationToken)
+
+        member _.DeadRequestNamesAsync cancellationToken =
+            inner.DeadRequestNamesAsync cancellationToken
+
+        member _.UpdateRequestAsync(id, transition, cancellationToken) =
+            inner.UpdateRequestAsync(id, transition, cancellationToken)
+
+        [<CLIEvent>]
+        member _.WorkArrived = inner.WorkArrived
+
 /// An engine over one store, driven round by round by the test.
 type Engine =
     {

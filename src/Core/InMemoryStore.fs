@@ -1,0 +1,643 @@
+namespace Events
+
+open System
+open System.Collections.Generic
+open System.Threading
+open System.Threading.Tasks
+
+/// Settings of an in-memory store.
+type InMemoryStoreOptions =
+    {
+        /// The most lapsed leases one request claim recovers, so that a claim never holds the store's
+        /// lock for long after a mass expiry; the rest are recovered by the next claims (default 1000).
+        MaxRecoveredPerClaim: int
+    }
+
+    /// Recovers at most 1000 lapsed leases per claim.
+    static member Default = { MaxRecoveredPerClaim = 1000 }
+
+/// An index key: (time, id), such as (event timestamp, event id) or (lease end, request id).
+type internal TimeKey = (struct (DateTimeOffset * Guid))
+
+/// An index key in the core's run order: (priority, event timestamp, id).
+type internal RunKey = (struct (int * DateTimeOffset * Guid))
+
+/// Orders index keys by their own order, counting comparisons so tests can check that claims cost
+/// O(log N) comparisons; only ever called under the store's lock.
+[<Sealed>]
+type internal CountingComparer<'key when 'key :> IComparable<'key>>(count: int64 ref) =
+    interface IComparer<'key> with
+        member _.Compare(left, right) =
+            count.Value <- count.Value + 1L
+            left.CompareTo right
+
+/// How many items each index of an in-memory store holds (for tests of its memory use).
+type internal IndexSizes =
+    {
+        UnprocessedEvents: int
+        UnclaimedEvents: int
+        EventClaims: int
+        RunnableRequests: int
+        RunnableByEventTime: int
+        BackingOffRequests: int
+        RunningRequests: int
+        DeadRequests: int
+        DeadEventNames: int
+        DeadHandlerNames: int
+    }
+
+/// A stored event and its claim (the token and the claim's end), if any. A lapsed claim stays here
+/// until the event is claimed again or released, so that its holder may still commit.
+[<NoEquality; NoComparison>]
+type private EventEntry =
+    {
+        mutable Event: Event
+        mutable Claim: (struct (Guid * DateTimeOffset)) voption
+    }
+
+/// Enumerates a snapshot taken when enumeration starts.
+[<Sealed>]
+type private SnapshotEnumerable<'item>(snapshot: unit -> 'item list, cancellationToken: CancellationToken) =
+    interface IAsyncEnumerable<'item> with
+        member _.GetAsyncEnumerator(enumeratorToken) =
+            let items = (snapshot () :> seq<'item>).GetEnumerator()
+
+            { new IAsyncEnumerator<'item> with
+                member _.Current = items.Current
+
+                member _.MoveNextAsync() =
+                    cancellationToken.ThrowIfCancellationRequested()
+                    enumeratorToken.ThrowIfCancellationRequested()
+                    ValueTask<bool>(items.MoveNext())
+
+                member _.DisposeAsync() =
+                    items.Dispose()
+                    ValueTask.CompletedTask
+            }
+
+/// The store port held in memory, for tests, demos and single-process use. Thread-safe: one lock
+/// guards every map and index, held only while reading or writing them (never while a caller's
+/// function runs or an event is raised). Claims follow a database's rules: a claimed event or request
+/// is never handed out twice while its claim holds, and a lapsed claim is recovered (a request's
+/// through the core's `ExpireLease`). Claiming costs O(log N) per item: ordered indexes hold only
+/// the live items (unprocessed events, runnable, backing-off, running and dead requests); processed
+/// events and completed or canceled requests are only in the maps by id.
+[<Sealed>]
+type InMemoryStore(?options: InMemoryStoreOptions) =
+    let options = defaultArg options InMemoryStoreOptions.Default
+
+    do
+        if options.MaxRecoveredPerClaim < 1 then
+            invalidArg (nameof options) $"MaxRecoveredPerClaim must be at least 1, got %d{options.MaxRecoveredPerClaim}"
+
+    let gate = obj ()
+    let comparisons = ref 0L
+    let timeComparer = CountingComparer<TimeKey> comparisons
+    let runComparer = CountingComparer<RunKey> comparisons
+
+    let events = Dictionary<Guid, EventEntry>()
+    // Every unprocessed event, by (timestamp, id): the oldest-unprocessed gauge.
+    let unprocessed = SortedSet<TimeKey>(timeComparer)
+    // Unprocessed events no claim holds (none, released, or lapsed and recovered), by (timestamp, id).
+    let unclaimed = SortedSet<TimeKey>(timeComparer)
+    // Unprocessed events a claim holds, by (claim end, id); moved to `unclaimed` once lapsed.
+    let eventClaims = SortedSet<TimeKey>(timeComparer)
+
+    let requests = Dictionary<Guid, HandlerRequest>()
+    // Runnable requests (no backoff, or a backoff found over when last looked at), in run order ...
+    let runnable = SortedSet<RunKey>(runComparer)
+    // ... and the same requests by (event timestamp, id): the oldest-runnable gauge.
+    let runnableByEventTime = SortedSet<TimeKey>(timeComparer)
+    // Runnable requests waiting out a backoff, by (backoff end, id).
+    let backingOff = SortedSet<TimeKey>(timeComparer)
+    // Running requests, by (lease end, id).
+    let running = SortedSet<TimeKey>(timeComparer)
+    // Dead requests, by (event timestamp, id), and how many carry each name.
+    let dead = SortedSet<TimeKey>(timeComparer)
+    let deadEventNames = Dictionary<EventName, int>()
+    let deadHandlerNames = Dictionary<HandlerName, int>()
+
+    let workArrived = Event<WorkSignal>()
+
+    let eventKey (event: Event) : TimeKey = struct (event.Timestamp, event.Id)
+
+    let eventTimeKey (request: HandlerRequest) : TimeKey =
+        struct (request.EventTimestamp, request.Id)
+
+    let runKey (request: HandlerRequest) : RunKey = HandlerRequest.runOrder request
+
+    let countName (counts: Dictionary<'name, int>) (name: 'name) (delta: int) =
+        match counts.TryGetValue name with
+        | true, count when count + delta = 0 -> counts.Remove name |> ignore
+        | true, count -> counts[name] <- count + delta
+        | false, _ -> counts[name] <- delta
+
+    let makeRunnable (request: HandlerRequest) =
+        runnable.Add(runKey request) |> ignore
+        runnableByEventTime.Add(eventTimeKey request) |> ignore
+
+    let addToIndexes (request: HandlerRequest) =
+        match request.State with
+        | RequestState.Runnable None -> makeRunnable request
+        | RequestState.Runnable(Some until) -> backingOff.Add(struct (until, request.Id)) |> ignore
+        | RequestState.Running lease -> running.Add(struct (lease.Until, request.Id)) |> ignore
+        | RequestState.Dead ->
+            dead.Add(eventTimeKey request) |> ignore
+            countName deadEventNames request.EventName 1
+            countName deadHandlerNames request.HandlerName 1
+        | RequestState.Completed _
+        | RequestState.Canceled _ -> ()
+
+    let removeFromIndexes (request: HandlerRequest) =
+        match request.State with
+        | RequestState.Runnable None ->
+            runnable.Remove(runKey request) |> ignore
+            runnableByEventTime.Remove(eventTimeKey request) |> ignore
+        | RequestState.Runnable(Some until) ->
+            // Either still waiting, or found due by an earlier look and made runnable.
+            if not (backingOff.Remove(struct (until, request.Id))) then
+                runnable.Remove(runKey request) |> ignore
+                runnableByEventTime.Remove(eventTimeKey request) |> ignore
+        | RequestState.Running lease -> running.Remove(struct (lease.Until, request.Id)) |> ignore
+        | RequestState.Dead ->
+            dead.Remove(eventTimeKey request) |> ignore
+            countName deadEventNames request.EventName (-1)
+            countName deadHandlerNames request.HandlerName (-1)
+        | RequestState.Completed _
+        | RequestState.Canceled _ -> ()
+
+    /// Replaces a stored request and moves it between indexes. Under the lock.
+    let write (stored: HandlerRequest) (next: HandlerRequest) =
+        removeFromIndexes stored
+        requests[next.Id] <- next
+        addToIndexes next
+
+    let add (request: HandlerRequest) =
+        requests.Add(request.Id, request)
+        addToIndexes request
+
+    /// Makes the requests whose backoff ended by `now` runnable: each is moved once, O(log N). Under the lock.
+    let promoteDue (now: DateTimeOffset) =
+        let mutable due = backingOff.Count > 0
+
+        while due do
+            let struct (until, id) as key = backingOff.Min
+
+            if until <= now then
+                backingOff.Remove key |> ignore
+                makeRunnable requests[id]
+                due <- backingOff.Count > 0
+            else
+                due <- false
+
+    /// Returns lapsed event claims to the unclaimed index, keeping their tokens. Under the lock.
+    let recoverEventClaims (now: DateTimeOffset) =
+        let mutable lapsed = eventClaims.Count > 0
+
+        while lapsed do
+            let struct (until, id) as key = eventClaims.Min
+
+            if until <= now then
+                eventClaims.Remove key |> ignore
+                unclaimed.Add(eventKey events[id].Event) |> ignore
+                lapsed <- eventClaims.Count > 0
+            else
+                lapsed <- false
+
+    /// Records lapsed leases as failed attempts through the core, oldest lease first. Under the lock.
+    let recoverLeases (now: DateTimeOffset) =
+        let recovered = ResizeArray()
+        let mutable lapsed = running.Count > 0
+
+        while lapsed && recovered.Count < options.MaxRecoveredPerClaim do
+            let struct (until, id) = running.Min
+
+            if until <= now then
+                let stored = requests[id]
+
+                match HandlerRequest.transition BackoffPolicy.Default (RequestCommand.ExpireLease now) stored with
+                | Ok next ->
+                    write stored next
+                    recovered.Add next
+                | Error error ->
+                    invalidOp
+                        $"the running index holds request %O{id}, which the core refuses to expire: %s{error.Message}"
+
+                lapsed <- running.Count > 0
+            else
+                lapsed <- false
+
+        List.ofSeq recovered
+
+    let claimRequests (limit: int) (now: DateTimeOffset) (leaseFor: TimeSpan) =
+        let recovered = recoverLeases now
+        promoteDue now
+        let claimed = ResizeArray()
+        // Requests made runnable by a look at a later `now` than this claim's: not due yet for it.
+        let early = ResizeArray()
+
+        while claimed.Count < limit && runnable.Count > 0 do
+            let struct (_, _, id) = runnable.Min
+            let stored = requests[id]
+            let command = RequestCommand.Claim(now, leaseFor, Guid.NewGuid())
+
+            match HandlerRequest.transition BackoffPolicy.Default command stored with
+            | Ok next ->
+                write stored next
+                claimed.Add next
+            | Error(RequestError.BackingOff _) ->
+                removeFromIndexes stored
+                early.Add stored
+            | Error(RequestError.LeaseNotPositive _ as error)
+            | Error(RequestError.AlreadyClaimed _ as error)
+            | Error(RequestError.ReachedMaxErrors as error)
+            | Error(RequestError.AlreadyCompleted as error)
+            | Error(RequestError.AlreadyCanceled as error)
+            | Error(RequestError.NotRunning as error)
+            | Error(RequestError.StaleToken as error)
+            | Error(RequestError.LeaseNotExpired _ as error) ->
+                invalidOp $"the runnable index holds request %O{id}, which the core refuses to claim: %s{error.Message}"
+
+        // Back to waiting out their backoff: a later claim makes them runnable when due.
+        for request in early do
+            addToIndexes request
+
+        {
+            Claimed = List.ofSeq claimed
+            Recovered = recovered
+        }
+
+    /// Whether the outcome's token names the stored request's running attempt; the same rule as the
+    /// core's Succeed and Fail.
+    let fence (token: Guid) (stored: HandlerRequest) : Result<unit, RequestError> =
+        match stored.State with
+        | RequestState.Running lease when lease.Token = token -> Ok()
+        | RequestState.Running _ -> Error RequestError.StaleToken
+        | RequestState.Runnable _
+        | RequestState.Dead -> Error RequestError.NotRunning
+        | RequestState.Completed _ -> Error RequestError.AlreadyCompleted
+        | RequestState.Canceled _ -> Error RequestError.AlreadyCanceled
+
+    let commitOne (item: ProcessedEvent) : Result<int, ProcessError> =
+        match events.TryGetValue item.EventId with
+        | false, _ -> Error ProcessError.EventNotFound
+        | true, entry ->
+            match entry.Event.ProcessedAt, entry.Claim with
+            | Some _, _ -> Error ProcessError.AlreadyProcessed
+            | None, ValueSome(struct (token, until)) when token = item.Token ->
+                let key = eventKey entry.Event
+                unprocessed.Remove key |> ignore
+
+                if not (eventClaims.Remove(struct (until, item.EventId))) then
+                    unclaimed.Remove key |> ignore
+
+                entry.Event <-
+                    { entry.Event with
+                        ProcessedAt = Some item.ProcessedAt
+                    }
+
+                entry.Claim <- ValueNone
+
+                for request in item.Requests do
+                    add request
+
+                Ok(List.length item.Requests)
+            | None, ValueSome _
+            | None, ValueNone -> Error ProcessError.StaleClaim
+
+    let releaseOne (claim: ClaimedEvent) =
+        match events.TryGetValue claim.Event.Id with
+        | true, entry ->
+            match entry.Event.ProcessedAt, entry.Claim with
+            | None, ValueSome(struct (token, until)) when token = claim.Token ->
+                if eventClaims.Remove(struct (until, claim.Event.Id)) then
+                    unclaimed.Add(eventKey entry.Event) |> ignore
+
+                entry.Claim <- ValueNone
+            | Some _, _
+            | None, ValueSome _
+            | None, ValueNone -> ()
+        | false, _ -> ()
+
+    /// A page of the dead requests matching the query's names, and how many match in all. Under the lock.
+    let filteredDeadPage (query: DeadRequestQuery) =
+        let page = ResizeArray()
+        let mutable total = 0L
+
+        for struct (_, id) in dead do
+            let request = requests[id]
+
+            if DeadRequestQuery.matches query request then
+                if total >= int64 query.Offset && page.Count < query.Limit then
+                    page.Add request
+
+                total <- total + 1L
+
+        {
+            Total = total
+            Requests = List.ofSeq page
+        }
+
+    /// A page of every dead request; O(offset + limit). Under the lock.
+    let unfilteredDeadPage (query: DeadRequestQuery) =
+        let page =
+            dead
+            |> Seq.skip (min query.Offset dead.Count)
+            |> Seq.truncate query.Limit
+            |> Seq.map (fun (struct (_, id)) -> requests[id])
+            |> List.ofSeq
+
+        {
+            Total = int64 dead.Count
+            Requests = page
+        }
+
+    let guarded (cancellationToken: CancellationToken) (action: unit -> 'result) : Task<'result> =
+        if cancellationToken.IsCancellationRequested then
+            Task.FromCanceled<'result> cancellationToken
+        else
+            Task.FromResult(action ())
+
+    let checkClaimArguments (limit: int) (leaseFor: TimeSpan) =
+        if limit < 0 then
+            invalidArg (nameof limit) $"the limit must not be negative, got %d{limit}"
+
+        if leaseFor <= TimeSpan.Zero then
+            invalidArg (nameof leaseFor) $"a lease must be positive, got %O{leaseFor}"
+
+    let checkList (name: string) (items: 'item list) =
+        if isNull (box items) then
+            nullArg name
+
+    /// Comparisons made by the indexes since the store was made (for tests of claiming's cost).
+    member internal _.Comparisons = lock gate (fun () -> comparisons.Value)
+
+    /// How many items each index holds (for tests of memory use).
+    member internal _.IndexSizes =
+        lock gate (fun () ->
+            {
+                UnprocessedEvents = unprocessed.Count
+                UnclaimedEvents = unclaimed.Count
+                EventClaims = eventClaims.Count
+                RunnableRequests = runnable.Count
+                RunnableByEventTime = runnableByEventTime.Count
+                BackingOffRequests = backingOff.Count
+                RunningRequests = running.Count
+                DeadRequests = dead.Count
+                DeadEventNames = deadEventNames.Count
+                DeadHandlerNames = deadHandlerNames.Count
+            })
+
+    interface IEventStore with
+        member _.AppendAsync(batch, cancellationToken) =
+            checkList (nameof batch) batch
+
+            guarded cancellationToken (fun () ->
+                let stored =
+                    batch
+                    |> List.map (fun event ->
+                        match event.CorrelationId with
+                        | Some _ -> event
+                        | None ->
+                            { event with
+                                CorrelationId = Some(Guid.CreateVersion7())
+                            })
+
+                let ids = HashSet<Guid>()
+
+                for event in stored do
+                    if not (ids.Add event.Id) then
+                        invalidArg (nameof batch) $"the batch holds event id %O{event.Id} more than once"
+
+                lock gate (fun () ->
+                    // Refuse the whole batch before appending any of it.
+                    for event in stored do
+                        if events.ContainsKey event.Id then
+                            invalidArg (nameof batch) $"an event with id %O{event.Id} is already stored"
+
+                    for event in stored do
+                        events.Add(event.Id, { Event = event; Claim = ValueNone })
+
+                        if not (Event.isProcessed event) then
+                            unprocessed.Add(eventKey event) |> ignore
+                            unclaimed.Add(eventKey event) |> ignore)
+
+                if not (List.isEmpty stored) then
+                    workArrived.Trigger WorkSignal.EventsAppended
+
+                stored)
+
+        member _.ClaimEventsAsync(limit, now, leaseFor, cancellationToken) =
+            checkClaimArguments limit leaseFor
+
+            guarded cancellationToken (fun () ->
+                let until = Backoff.addSaturating now leaseFor
+
+                lock gate (fun () ->
+                    recoverEventClaims now
+                    let claimed = ResizeArray()
+
+                    while claimed.Count < limit && unclaimed.Count > 0 do
+                        let struct (_, id) as key = unclaimed.Min
+                        unclaimed.Remove key |> ignore
+                        let entry = events[id]
+                        let token = Guid.NewGuid()
+                        entry.Claim <- ValueSome(struct (token, until))
+                        eventClaims.Add(struct (until, id)) |> ignore
+
+                        claimed.Add
+                            {
+                                Event = entry.Event
+                                Token = token
+                                Until = until
+                            }
+
+                    List.ofSeq claimed))
+
+        member _.CommitProcessingAsync(processed, cancellationToken) =
+            checkList (nameof processed) processed
+
+            guarded cancellationToken (fun () ->
+                let ids = HashSet<Guid>()
+
+                for item in processed do
+                    for request in item.Requests do
+                        if request.EventId <> item.EventId then
+                            invalidArg
+                                (nameof processed)
+                                $"request %O{request.Id} is for event %O{request.EventId}, not for %O{item.EventId}"
+
+                        if not (ids.Add request.Id) then
+                            invalidArg (nameof processed) $"the batch holds request id %O{request.Id} more than once"
+
+                let results, created =
+                    lock gate (fun () ->
+                        // Refuse the whole batch before committing any of it.
+                        for id in ids do
+                            if requests.ContainsKey id then
+                                invalidArg (nameof processed) $"a request with id %O{id} is already stored"
+
+                        let results = processed |> List.map commitOne
+
+                        let created =
+                            results
+                            |> List.sumBy (fun result ->
+                                match result with
+                                | Ok count -> count
+                                | Error _ -> 0)
+
+                        results, created)
+
+                if created > 0 then
+                    workArrived.Trigger WorkSignal.RequestsReady
+
+                results |> List.map (Result.map ignore))
+
+        member _.ReleaseEventsAsync(claims, cancellationToken) =
+            checkList (nameof claims) claims
+
+            guarded cancellationToken (fun () -> lock gate (fun () -> List.iter releaseOne claims))
+
+        member _.ClaimRequestsAsync(limit, now, leaseFor, cancellationToken) =
+            checkClaimArguments limit leaseFor
+            guarded cancellationToken (fun () -> lock gate (fun () -> claimRequests limit now leaseFor))
+
+        member _.RecordOutcomesAsync(outcomes, cancellationToken) =
+            checkList (nameof outcomes) outcomes
+
+            for outcome in outcomes do
+                match outcome.Transaction with
+                | Some _ ->
+                    invalidArg
+                        (nameof outcomes)
+                        "the in-memory store opens no handler transactions, so it cannot commit one"
+                | None -> ()
+
+            guarded cancellationToken (fun () ->
+                lock gate (fun () ->
+                    outcomes
+                    |> List.map (fun outcome ->
+                        match requests.TryGetValue outcome.Request.Id with
+                        | false, _ -> Error RequestError.NotRunning
+                        | true, stored ->
+                            fence outcome.Token stored
+                            |> Result.map (fun () -> write stored outcome.Request))))
+
+        member _.BeginHandlerTransaction _ = None
+
+        member _.FindEventAsync(id, cancellationToken) =
+            guarded cancellationToken (fun () ->
+                lock gate (fun () ->
+                    match events.TryGetValue id with
+                    | true, entry -> Some entry.Event
+                    | false, _ -> None))
+
+        member _.FindRequestAsync(id, cancellationToken) =
+            guarded cancellationToken (fun () ->
+                lock gate (fun () ->
+                    match requests.TryGetValue id with
+                    | true, request -> Some request
+                    | false, _ -> None))
+
+        member _.EventsAsync cancellationToken =
+            SnapshotEnumerable(
+                (fun () ->
+                    let all = lock gate (fun () -> events.Values |> Seq.map _.Event |> Array.ofSeq)
+                    all |> Array.sortBy eventKey |> List.ofArray),
+                cancellationToken
+            )
+            :> IAsyncEnumerable<Event>
+
+        member _.RequestsAsync cancellationToken =
+            SnapshotEnumerable(
+                (fun () ->
+                    let all = lock gate (fun () -> Array.ofSeq requests.Values)
+                    all |> Array.sortBy eventTimeKey |> List.ofArray),
+                cancellationToken
+            )
+            :> IAsyncEnumerable<HandlerRequest>
+
+        member _.StatsAsync(now, cancellationToken) =
+            guarded cancellationToken (fun () ->
+                lock gate (fun () ->
+                    promoteDue now
+
+                    {
+                        UnprocessedEvents = int64 unprocessed.Count
+                        OldestUnprocessedEvent =
+                            if unprocessed.Count = 0 then
+                                None
+                            else
+                                let struct (timestamp, _) = unprocessed.Min
+                                Some timestamp
+                        RunnableRequests = int64 runnable.Count
+                        OldestRunnableRequest =
+                            if runnableByEventTime.Count = 0 then
+                                None
+                            else
+                                let struct (timestamp, _) = runnableByEventTime.Min
+                                Some timestamp
+                        DeadRequests = int64 dead.Count
+                    }))
+
+        member _.DeadRequestsAsync(query, cancellationToken) =
+            let query = DeadRequestQuery.validate query
+
+            guarded cancellationToken (fun () ->
+                lock gate (fun () ->
+                    if List.isEmpty query.EventNames && List.isEmpty query.HandlerNames then
+                        unfilteredDeadPage query
+                    else
+                        filteredDeadPage query))
+
+        member _.DeadRequestNamesAsync cancellationToken =
+            guarded cancellationToken (fun () ->
+                let eventNames, handlerNames =
+                    lock gate (fun () -> List.ofSeq deadEventNames.Keys, List.ofSeq deadHandlerNames.Keys)
+
+                List.sort eventNames, List.sort handlerNames)
+
+        member _.UpdateRequestAsync(id, transition, cancellationToken) =
+            if isNull (box transition) then
+                nullArg (nameof transition)
+
+            guarded cancellationToken (fun () ->
+                // Optimistic: the caller's function runs outside the lock; the write happens only if the
+                // request is still the one it was given (records are immutable, so the same reference
+                // means the same content), else the function runs again on the newer request.
+                let rec attempt () =
+                    match lock gate (fun () -> requests.TryGetValue id) with
+                    | false, _ -> Error(AdminError.RequestNotFound id)
+                    | true, read ->
+                        match transition read with
+                        | Error error -> Error(AdminError.Refused error)
+                        | Ok next when next.Id <> id ->
+                            invalidOp $"the transition changed the request's id from %O{id} to %O{next.Id}"
+                        | Ok next ->
+                            let written =
+                                lock gate (fun () ->
+                                    match requests.TryGetValue id with
+                                    | true, current when LanguagePrimitives.PhysicalEquality current read ->
+                                        write current next
+                                        true
+                                    | true, _
+                                    | false, _ -> false)
+
+                            if written then Ok next else attempt ()
+
+                let result = attempt ()
+
+                match result with
+                | Ok request ->
+                    match request.State with
+                    | RequestState.Runnable _ -> workArrived.Trigger WorkSignal.RequestsReady
+                    | RequestState.Running _
+                    | RequestState.Completed _
+                    | RequestState.Dead
+                    | RequestState.Canceled _ -> ()
+                | Error _ -> ()
+
+                result)
+
+        [<CLIEvent>]
+        member _.WorkArrived = workArrived.Publish
