@@ -1,0 +1,195 @@
+namespace Events.CSharp;
+
+/// <summary>Raises events: appends them to the store, where the processor finds them.</summary>
+public interface IEventPublisher
+{
+    /// <summary>Raises an event.</summary>
+    /// <param name="event">The event, made with <see cref="Event.Application(string, object)"/> or <see cref="Event.Domain(string, string, string, object)"/>.</param>
+    /// <param name="cancellationToken">Cancels the append.</param>
+    /// <returns>The event as stored, with its correlation id.</returns>
+    Task<Event> RaiseAsync(Event @event, CancellationToken cancellationToken = default);
+
+    /// <summary>Raises events together, in one append.</summary>
+    /// <param name="events">The events.</param>
+    /// <param name="cancellationToken">Cancels the append.</param>
+    /// <returns>The events as stored, in order, with their correlation ids.</returns>
+    Task<IReadOnlyList<Event>> RaiseAsync(IEnumerable<Event> events, CancellationToken cancellationToken = default);
+
+    /// <summary>Makes an application event on the runtime's clock and raises it.</summary>
+    /// <param name="name">What happened, such as <c>"user.signed-in"</c>.</param>
+    /// <param name="data">A value that serialises to a JSON object.</param>
+    /// <param name="cancellationToken">Cancels the append.</param>
+    /// <returns>The event as stored.</returns>
+    /// <exception cref="ArgumentException">The name or the data is refused; the message says why.</exception>
+    Task<Event> RaiseApplicationEventAsync(string name, object data, CancellationToken cancellationToken = default);
+
+    /// <summary>Makes a domain event about an entity on the runtime's clock and raises it.</summary>
+    /// <param name="name">What happened, such as <c>"order.placed"</c>.</param>
+    /// <param name="entityId">The entity's id.</param>
+    /// <param name="entityName">The entity's kind, such as <c>"order"</c>.</param>
+    /// <param name="data">A value that serialises to a JSON object.</param>
+    /// <param name="cancellationToken">Cancels the append.</param>
+    /// <returns>The event as stored.</returns>
+    /// <exception cref="ArgumentException">The name, the entity or the data is refused; the message says why.</exception>
+    Task<Event> RaiseDomainEventAsync(
+        string name,
+        string entityId,
+        string entityName,
+        object data,
+        CancellationToken cancellationToken = default);
+}
+
+/// <summary>Looks into the store and manages dead handler requests.</summary>
+public interface IEventsAdmin
+{
+    /// <summary>The store's gauges now: unprocessed events, runnable requests, dead requests.</summary>
+    /// <param name="cancellationToken">Cancels the query.</param>
+    /// <returns>The gauges.</returns>
+    Task<EventsStatistics> GetStatisticsAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>Counts dead requests matching a query's filters (its paging is ignored).</summary>
+    /// <param name="query">The filters; <see langword="null"/> for every dead request.</param>
+    /// <param name="cancellationToken">Cancels the query.</param>
+    /// <returns>The count.</returns>
+    /// <exception cref="ArgumentException">A name in the filters breaks the naming rules.</exception>
+    Task<long> CountDeadRequestsAsync(DeadRequestQuery? query = null, CancellationToken cancellationToken = default);
+
+    /// <summary>One page of dead requests matching a query, ordered by event time then id.</summary>
+    /// <param name="query">The filters and the page; <see langword="null"/> for the first 100 of all.</param>
+    /// <param name="cancellationToken">Cancels the query.</param>
+    /// <returns>The page, and the count of all that match.</returns>
+    /// <exception cref="ArgumentException">A name breaks the naming rules, or the limit or offset is negative.</exception>
+    Task<DeadRequestPage> GetDeadRequestsAsync(DeadRequestQuery? query = null, CancellationToken cancellationToken = default);
+
+    /// <summary>The distinct event names and handler names among dead requests, sorted.</summary>
+    /// <param name="cancellationToken">Cancels the query.</param>
+    /// <returns>The names.</returns>
+    Task<DeadRequestNames> GetDeadRequestNamesAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>Makes a dead (or waiting) request runnable again from zero errors.</summary>
+    /// <param name="requestId">The request's id.</param>
+    /// <param name="cancellationToken">Cancels the update.</param>
+    /// <returns>The request as written.</returns>
+    /// <exception cref="KeyNotFoundException">No request has this id.</exception>
+    /// <exception cref="InvalidOperationException">The request is completed, canceled or running; the message says which.</exception>
+    Task<HandlerRequest> ReExecuteAsync(Guid requestId, CancellationToken cancellationToken = default);
+
+    /// <summary>Cancels a dead (or waiting) request: it will not run again.</summary>
+    /// <param name="requestId">The request's id.</param>
+    /// <param name="cancellationToken">Cancels the update.</param>
+    /// <returns>The request as written.</returns>
+    /// <exception cref="KeyNotFoundException">No request has this id.</exception>
+    /// <exception cref="InvalidOperationException">The request is completed, canceled or running; the message says which.</exception>
+    Task<HandlerRequest> CancelAsync(Guid requestId, CancellationToken cancellationToken = default);
+
+    /// <summary>The event with this id.</summary>
+    /// <param name="eventId">The event's id.</param>
+    /// <param name="cancellationToken">Cancels the query.</param>
+    /// <returns>The event, or <see langword="null"/> when there is none.</returns>
+    Task<Event?> FindEventAsync(Guid eventId, CancellationToken cancellationToken = default);
+
+    /// <summary>The handler request with this id.</summary>
+    /// <param name="requestId">The request's id.</param>
+    /// <param name="cancellationToken">Cancels the query.</param>
+    /// <returns>The request, or <see langword="null"/> when there is none.</returns>
+    Task<HandlerRequest?> FindRequestAsync(Guid requestId, CancellationToken cancellationToken = default);
+
+    /// <summary>Every handler request (of every event, whatever its state), by event time then id.</summary>
+    /// <param name="cancellationToken">Cancels the enumeration.</param>
+    /// <returns>The requests.</returns>
+    IAsyncEnumerable<HandlerRequest> GetRequestsAsync(CancellationToken cancellationToken = default);
+}
+
+/// <summary>A filter and a page over dead requests. Empty name lists mean no filter on that field.</summary>
+public sealed record DeadRequestQuery
+{
+    /// <summary>Only requests of these events (any when empty).</summary>
+    public IReadOnlyCollection<string> EventNames { get; init; } = [];
+
+    /// <summary>Only requests of these handlers (any when empty).</summary>
+    public IReadOnlyCollection<string> HandlerNames { get; init; } = [];
+
+    /// <summary>At most this many (at least 0; default 100).</summary>
+    public int Limit { get; init; } = DeadRequestQueryModule.all.Limit;
+
+    /// <summary>Skip this many first (at least 0; default 0).</summary>
+    public int Offset { get; init; } = DeadRequestQueryModule.all.Offset;
+}
+
+/// <summary>A page of dead requests, and the count of all that match the query.</summary>
+public sealed class DeadRequestPage
+{
+    internal DeadRequestPage(long total, IReadOnlyList<HandlerRequest> requests)
+    {
+        Total = total;
+        Requests = requests;
+    }
+
+    /// <summary>Dead requests matching the filters, over all pages.</summary>
+    public long Total { get; }
+
+    /// <summary>This page, ordered by event time then id.</summary>
+    public IReadOnlyList<HandlerRequest> Requests { get; }
+}
+
+/// <summary>The distinct event names and handler names among dead requests.</summary>
+public sealed class DeadRequestNames
+{
+    internal DeadRequestNames(IReadOnlyList<string> eventNames, IReadOnlyList<string> handlerNames)
+    {
+        EventNames = eventNames;
+        HandlerNames = handlerNames;
+    }
+
+    /// <summary>The event names, sorted.</summary>
+    public IReadOnlyList<string> EventNames { get; }
+
+    /// <summary>The handler names, sorted.</summary>
+    public IReadOnlyList<string> HandlerNames { get; }
+}
+
+/// <summary>The store's gauges at one moment (the same the <c>*.count</c> and <c>*.max_age</c> metrics publish).</summary>
+public sealed class EventsStatistics
+{
+    internal EventsStatistics(DateTimeOffset at, StoreStats stats)
+    {
+        At = at;
+        UnprocessedEvents = stats.UnprocessedEvents;
+        OldestUnprocessedEvent = stats.OldestUnprocessedEvent.ToNullable();
+        RunnableRequests = stats.RunnableRequests;
+        OldestRunnableRequest = stats.OldestRunnableRequest.ToNullable();
+        DeadRequests = stats.DeadRequests;
+    }
+
+    /// <summary>When the gauges were read.</summary>
+    public DateTimeOffset At { get; }
+
+    /// <summary>Events not processed yet.</summary>
+    public long UnprocessedEvents { get; }
+
+    /// <summary>The timestamp of the oldest unprocessed event; <see langword="null"/> when there is none.</summary>
+    public DateTimeOffset? OldestUnprocessedEvent { get; }
+
+    /// <summary>The age of the oldest unprocessed event at <see cref="At"/>; zero when there is none.</summary>
+    public TimeSpan OldestUnprocessedEventAge => Age(OldestUnprocessedEvent);
+
+    /// <summary>Handler requests runnable now (the Go framework's "unexecuted").</summary>
+    public long RunnableRequests { get; }
+
+    /// <summary>The event timestamp of the oldest runnable request; <see langword="null"/> when there is none.</summary>
+    public DateTimeOffset? OldestRunnableRequest { get; }
+
+    /// <summary>The age of the oldest runnable request's event at <see cref="At"/>; zero when there is none.</summary>
+    public TimeSpan OldestRunnableRequestAge => Age(OldestRunnableRequest);
+
+    /// <summary>Dead handler requests.</summary>
+    public long DeadRequests { get; }
+
+    private TimeSpan Age(DateTimeOffset? oldest) =>
+        oldest is { } time && At > time ? At - time : TimeSpan.Zero;
+
+    /// <inheritdoc/>
+    public override string ToString() =>
+        $"unprocessed {UnprocessedEvents} (oldest {OldestUnprocessedEventAge.TotalSeconds:0.0}s), " +
+        $"unexecuted {RunnableRequests} (oldest {OldestRunnableRequestAge.TotalSeconds:0.0}s), dead {DeadRequests}";
+}

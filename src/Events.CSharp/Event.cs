@@ -1,0 +1,155 @@
+using System.Text.Json;
+using CoreEvent = Events.Event;
+using CoreEventData = Events.EventData;
+using CoreEventFactory = Events.EventFactory;
+
+namespace Events.CSharp;
+
+/// <summary>
+/// Something that happened: an application event, or a domain event about an entity. Made with
+/// <see cref="Application(string, object)"/> or <see cref="Domain(string, string, string, object)"/>,
+/// raised with <see cref="IEventPublisher"/>.
+/// </summary>
+public sealed class Event
+{
+    internal Event(CoreEvent core) => Core = core;
+
+    internal CoreEvent Core { get; }
+
+    /// <summary>The event's id: a UUIDv7, so ids sort by creation time.</summary>
+    public Guid Id => Core.Id;
+
+    /// <summary>What happened, such as <c>"order.placed"</c>.</summary>
+    public string Name => Core.Name.Value;
+
+    /// <summary>The event's data as compact JSON text (always a JSON object).</summary>
+    public string DataJson => Core.Data.Json;
+
+    /// <summary>When it happened.</summary>
+    public DateTimeOffset Timestamp => Core.Timestamp;
+
+    /// <summary>The id of the entity a domain event is about; <see langword="null"/> for an application event.</summary>
+    public string? EntityId => Core.Entity.ToNullableReference()?.Id;
+
+    /// <summary>The kind of entity a domain event is about; <see langword="null"/> for an application event.</summary>
+    public string? EntityName => Core.Entity.ToNullableReference()?.Name;
+
+    /// <summary>Whether the event is about an entity (a domain event).</summary>
+    public bool IsDomainEvent => EntityId is not null;
+
+    /// <summary>Set by the store when the event is raised; <see langword="null"/> before.</summary>
+    public Guid? CorrelationId => Core.CorrelationId.ToNullable();
+
+    /// <summary>The W3C <c>traceparent</c> of the code that made the event, if it ran in a trace.</summary>
+    public string? TraceParent => Core.Trace.ToNullableReference()?.TraceParent;
+
+    /// <summary>When the processor fanned the event out to its handler requests; <see langword="null"/> before.</summary>
+    public DateTimeOffset? ProcessedAt => Core.ProcessedAt.ToNullable();
+
+    /// <summary>The data parsed as a read-only JSON element.</summary>
+    /// <returns>The data's JSON object.</returns>
+    public JsonElement GetData() => Core.Data.ToJsonElement();
+
+    /// <summary>The data deserialised with System.Text.Json.</summary>
+    /// <typeparam name="T">The type to deserialise into.</typeparam>
+    /// <param name="options">Serializer options, or <see langword="null"/> for the defaults.</param>
+    /// <returns>The deserialised data.</returns>
+    public T? GetData<T>(JsonSerializerOptions? options = null) => Core.Data.Deserialize<T>(options.ToOption());
+
+    /// <summary>
+    /// Makes an application event (one not about an entity) on the system clock, with the current trace
+    /// context.
+    /// </summary>
+    /// <param name="name">What happened, such as <c>"user.signed-in"</c>.</param>
+    /// <param name="data">A value that serialises to a JSON object (a record, a class, an anonymous object, a dictionary).</param>
+    /// <returns>The event, not yet raised.</returns>
+    /// <exception cref="ArgumentException">The name or the data is refused; the message says why.</exception>
+    public static Event Application(string name, object data) => Application(name, data, TimeProvider.System);
+
+    /// <summary>Makes an application event with no data (an empty JSON object).</summary>
+    /// <param name="name">What happened.</param>
+    /// <returns>The event, not yet raised.</returns>
+    /// <exception cref="ArgumentException">The name is refused; the message says why.</exception>
+    public static Event Application(string name) => Application(name, CoreEventData.Empty, TimeProvider.System);
+
+    /// <summary>Makes an application event on the clock given.</summary>
+    /// <param name="name">What happened.</param>
+    /// <param name="data">A value that serialises to a JSON object.</param>
+    /// <param name="timeProvider">The clock that stamps the event and its id.</param>
+    /// <returns>The event, not yet raised.</returns>
+    /// <exception cref="ArgumentException">The name or the data is refused; the message says why.</exception>
+    public static Event Application(string name, object data, TimeProvider timeProvider)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        ArgumentNullException.ThrowIfNull(data);
+        ArgumentNullException.ThrowIfNull(timeProvider);
+        var made = new CoreEventFactory(timeProvider).Application(name, data);
+        return made.IsOk ? new Event(made.ResultValue) : throw Refused(made.ErrorValue);
+    }
+
+    /// <summary>
+    /// Makes a domain event about an entity on the system clock, with the current trace context.
+    /// </summary>
+    /// <param name="name">What happened, such as <c>"order.placed"</c>.</param>
+    /// <param name="entityId">The entity's id, such as an order number.</param>
+    /// <param name="entityName">The entity's kind, such as <c>"order"</c>.</param>
+    /// <param name="data">A value that serialises to a JSON object.</param>
+    /// <returns>The event, not yet raised.</returns>
+    /// <exception cref="ArgumentException">The name, the entity or the data is refused; the message says why.</exception>
+    public static Event Domain(string name, string entityId, string entityName, object data) =>
+        Domain(name, entityId, entityName, data, TimeProvider.System);
+
+    /// <summary>Makes a domain event about an entity on the clock given.</summary>
+    /// <param name="name">What happened.</param>
+    /// <param name="entityId">The entity's id.</param>
+    /// <param name="entityName">The entity's kind.</param>
+    /// <param name="data">A value that serialises to a JSON object.</param>
+    /// <param name="timeProvider">The clock that stamps the event and its id.</param>
+    /// <returns>The event, not yet raised.</returns>
+    /// <exception cref="ArgumentException">The name, the entity or the data is refused; the message says why.</exception>
+    public static Event Domain(string name, string entityId, string entityName, object data, TimeProvider timeProvider)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        ArgumentNullException.ThrowIfNull(entityId);
+        ArgumentNullException.ThrowIfNull(entityName);
+        ArgumentNullException.ThrowIfNull(data);
+        ArgumentNullException.ThrowIfNull(timeProvider);
+        var made = new CoreEventFactory(timeProvider).Domain(name, entityId, entityName, data);
+        return made.IsOk ? new Event(made.ResultValue) : throw Refused(made.ErrorValue);
+    }
+
+    /// <summary>A copy of the event with other data (for a before-process hook that rewrites events).</summary>
+    /// <param name="data">A value that serialises to a JSON object.</param>
+    /// <returns>The same event with the new data.</returns>
+    /// <exception cref="ArgumentException">The data is refused; the message says why.</exception>
+    public Event WithData(object data)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        var serialised = CoreEventData.TrySerialise(data, null);
+        return serialised.IsOk
+            ? new Event(new CoreEvent(
+                Core.Id,
+                Core.Name,
+                serialised.ResultValue,
+                Core.Timestamp,
+                Core.Entity,
+                Core.CorrelationId,
+                Core.Trace,
+                Core.ProcessedAt))
+            : throw new ArgumentException(serialised.ErrorValue.Message, nameof(data));
+    }
+
+    private static ArgumentException Refused(EventError error) =>
+        new(
+            error.Message,
+            error.Tag switch
+            {
+                EventError.Tags.InvalidEntityId => "entityId",
+                EventError.Tags.InvalidEntityName => "entityName",
+                EventError.Tags.InvalidData => "data",
+                _ => "name",
+            });
+
+    /// <inheritdoc/>
+    public override string ToString() => $"{Name} {Id}";
+}

@@ -1,0 +1,257 @@
+using Microsoft.FSharp.Core;
+using ConfigurationFunctions = Events.Configuration;
+using CoreConfiguration = Events.Configuration<Microsoft.FSharp.Core.FSharpFunc<Events.HandlerContext, Microsoft.FSharp.Core.FSharpFunc<System.Threading.CancellationToken, System.Threading.Tasks.Task<Events.HandlerResult>>>>;
+using CoreEvent = Events.Event;
+using CoreExecutorOptions = Events.ExecutorOptions;
+using CoreHandler = Microsoft.FSharp.Core.FSharpFunc<Events.HandlerContext, Microsoft.FSharp.Core.FSharpFunc<System.Threading.CancellationToken, System.Threading.Tasks.Task<Events.HandlerResult>>>;
+using CoreProcessorOptions = Events.ProcessorOptions;
+using CoreRequest = Events.HandlerRequest;
+using CoreSchedulerKind = Events.SchedulerKind;
+using CoreSchedulerOptions = Events.SchedulerOptions;
+
+namespace Events.CSharp;
+
+/// <summary>
+/// Everything an <see cref="EventsRuntime"/> needs: which handlers run for which events, the store, and
+/// the settings of the processor, the executor and the scheduler. Given to
+/// <see cref="EventsRuntime.Create(EventsOptions)"/>, or configured in
+/// <c>services.AddEvents(options =&gt; ...)</c>.
+/// </summary>
+public sealed class EventsOptions
+{
+    private CoreConfiguration configuration = ConfigurationFunctions.empty<CoreHandler>();
+
+    internal CoreConfiguration Configuration => configuration;
+
+    /// <summary>The store events and handler requests are kept in; <see langword="null"/> until chosen.</summary>
+    public EventStore? Store { get; set; }
+
+    /// <summary>The clock of the engine and of the events the runtime makes; <see langword="null"/> for the system clock.</summary>
+    public TimeProvider? TimeProvider { get; set; }
+
+    /// <summary>The processor: claims unprocessed events and fans each out to one handler request per handler.</summary>
+    public ProcessorSettings Processor { get; } = new();
+
+    /// <summary>The executor: claims runnable handler requests and runs their handlers.</summary>
+    public ExecutorSettings Executor { get; } = new();
+
+    /// <summary>The scheduler: drives the processor and the executor.</summary>
+    public SchedulerSettings Scheduler { get; } = new();
+
+    /// <summary>The names of the events that have at least one handler, sorted.</summary>
+    public IReadOnlyList<string> EventNames =>
+        [.. ConfigurationFunctions.eventNames(configuration).Select(name => name.Value)];
+
+    /// <summary>The names of the handlers of an event, in the order they run (priority, then name).</summary>
+    /// <param name="eventName">The event's name.</param>
+    /// <returns>The handlers' names; empty when the event has none.</returns>
+    public IReadOnlyList<string> HandlerNames(string eventName)
+    {
+        ArgumentNullException.ThrowIfNull(eventName);
+        var name = global::Events.EventName.TryCreate(eventName);
+        return name.IsOk
+            ? [.. ConfigurationFunctions.handlersFor(name.ResultValue, configuration).Select(entry => entry.Name.Value)]
+            : [];
+    }
+
+    /// <summary>Starts configuring the handlers of an event.</summary>
+    /// <param name="eventName">The event's name, such as <c>"order.placed"</c>.</param>
+    /// <returns>An expression to add the event's handlers with.</returns>
+    /// <exception cref="ArgumentException">The name breaks the naming rules; the message says why.</exception>
+    public EventHandlersExpression On(string eventName)
+    {
+        ArgumentNullException.ThrowIfNull(eventName);
+        var name = global::Events.EventName.TryCreate(eventName);
+        return name.IsOk
+            ? new EventHandlersExpression(this, eventName)
+            : throw new ArgumentException(ConfigError.NewInvalidEventName(eventName, name.ErrorValue).Message, nameof(eventName));
+    }
+
+    /// <summary>Uses a new in-memory store (events and requests live as long as the process).</summary>
+    /// <returns>These options, to chain.</returns>
+    public EventsOptions UseInMemoryStore()
+    {
+        Store = EventStore.InMemory();
+        return this;
+    }
+
+    internal void Add(string eventName, string handlerName, CoreHandler handler, Action<HandlerOptions>? configure)
+    {
+        var options = new HandlerOptions();
+        configure?.Invoke(options);
+        var added = ConfigurationFunctions.tryAdd(eventName, handlerName, handler, options.Options, configuration);
+        configuration = added.IsOk
+            ? added.ResultValue
+            : throw new ArgumentException(added.ErrorValue.Messages(error => error.Message), nameof(handlerName));
+    }
+}
+
+/// <summary>Adds handlers to one event: <c>options.On("order.placed").Handle("send-receipt", SendReceiptAsync)</c>.</summary>
+public sealed class EventHandlersExpression
+{
+    private readonly EventsOptions options;
+
+    internal EventHandlersExpression(EventsOptions options, string eventName)
+    {
+        this.options = options;
+        EventName = eventName;
+    }
+
+    /// <summary>The event the handlers are for.</summary>
+    public string EventName { get; }
+
+    /// <summary>
+    /// Adds a handler, or replaces the code of the handler of that name and updates its settings. The
+    /// handler succeeds when its task completes, and fails when it throws (the exception goes to the error
+    /// reporter).
+    /// </summary>
+    /// <param name="handlerName">The handler's name, unique under its event, such as <c>"send-receipt"</c>.</param>
+    /// <param name="handler">The code: given the context and a token that fires on the handler's timeout or a hard shutdown.</param>
+    /// <param name="configure">Sets MaxErrors, Priority, the backoff and the timeout; <see langword="null"/> for the defaults.</param>
+    /// <returns>This expression, to add more handlers to the event.</returns>
+    /// <exception cref="ArgumentException">A name or a setting is refused; the message lists every reason.</exception>
+    public EventHandlersExpression Handle(
+        string handlerName,
+        Func<HandlerContext, CancellationToken, Task> handler,
+        Action<HandlerOptions>? configure = null)
+    {
+        ArgumentNullException.ThrowIfNull(handlerName);
+        ArgumentNullException.ThrowIfNull(handler);
+        options.Add(EventName, handlerName, HandlerAdapter.Adapt(handler), configure);
+        return this;
+    }
+
+    /// <summary>
+    /// Adds a handler that reports an ordinary failure as <see cref="HandlerOutcome.Failure(string)"/>, or
+    /// replaces the code of the handler of that name and updates its settings. Throwing fails too.
+    /// </summary>
+    /// <param name="handlerName">The handler's name, unique under its event.</param>
+    /// <param name="handler">The code: given the context and a token that fires on the handler's timeout or a hard shutdown.</param>
+    /// <param name="configure">Sets MaxErrors, Priority, the backoff and the timeout; <see langword="null"/> for the defaults.</param>
+    /// <returns>This expression, to add more handlers to the event.</returns>
+    /// <exception cref="ArgumentException">A name or a setting is refused; the message lists every reason.</exception>
+    public EventHandlersExpression Handle(
+        string handlerName,
+        Func<HandlerContext, CancellationToken, Task<HandlerOutcome>> handler,
+        Action<HandlerOptions>? configure = null)
+    {
+        ArgumentNullException.ThrowIfNull(handlerName);
+        ArgumentNullException.ThrowIfNull(handler);
+        options.Add(EventName, handlerName, HandlerAdapter.Adapt(handler), configure);
+        return this;
+    }
+}
+
+/// <summary>Settings of the processor, which fans events out to handler requests.</summary>
+public sealed class ProcessorSettings
+{
+    internal ProcessorSettings()
+    {
+    }
+
+    /// <summary>Events fanned out at once (at least 1; default 1).</summary>
+    public int Workers { get; set; } = CoreProcessorOptions.Default.Workers;
+
+    /// <summary>Events claimed per round (at least 1; default 50).</summary>
+    public int Limit { get; set; } = CoreProcessorOptions.Default.Limit;
+
+    /// <summary>How long a round holds its claimed events before another processor may take them (positive; default 1 minute).</summary>
+    public TimeSpan ClaimLease { get; set; } = CoreProcessorOptions.Default.ClaimLease;
+
+    /// <summary>
+    /// Runs before each event is fanned out: may change the event (<see cref="Event.WithData(object)"/>) or
+    /// refuse it, leaving it for a later round. <see langword="null"/> for none.
+    /// </summary>
+    public Func<Event, CancellationToken, Task<HookOutcome<Event>>>? BeforeProcess { get; set; }
+
+    internal CoreProcessorOptions ToCore() =>
+        new(
+            Workers,
+            Limit,
+            ClaimLease,
+            BeforeProcess is { } hook ? FSharpOption<FSharpFunc<CoreEvent, FSharpFunc<CancellationToken, Task<HookResult<CoreEvent>>>>>.Some(HookAdapter.Adapt(hook, e => new Event(e), e => e.Core)) : null);
+}
+
+/// <summary>Settings of the executor, which runs handlers.</summary>
+public sealed class ExecutorSettings
+{
+    internal ExecutorSettings()
+    {
+    }
+
+    /// <summary>Handlers run at once (at least 1; default 2).</summary>
+    public int Workers { get; set; } = CoreExecutorOptions.Default.Workers;
+
+    /// <summary>Requests claimed per round (at least 1; default 50).</summary>
+    public int Limit { get; set; } = CoreExecutorOptions.Default.Limit;
+
+    /// <summary>
+    /// How long a claimed request is held before another executor may recover it, counting one failed
+    /// attempt (positive; default 5 minutes). It must cover the wait for a worker plus the handler's run.
+    /// </summary>
+    public TimeSpan Lease { get; set; } = CoreExecutorOptions.Default.Lease;
+
+    /// <summary>
+    /// Runs before each handler: may refuse to run it, giving the request back for a later round with no
+    /// error counted. <see langword="null"/> for none.
+    /// </summary>
+    public Func<HandlerRequest, CancellationToken, Task<HookOutcome<HandlerRequest>>>? BeforeExecute { get; set; }
+
+    /// <summary>
+    /// Told about every thrown exception and every failure that makes a request dead. <see langword="null"/>
+    /// for none (with dependency injection: the <see cref="IErrorReporter"/> registered in the container, if any).
+    /// </summary>
+    public IErrorReporter? ErrorReporter { get; set; }
+
+    internal CoreExecutorOptions ToCore(IErrorReporter? reporter) =>
+        new(
+            Workers,
+            Limit,
+            Lease,
+            BeforeExecute is { } hook ? FSharpOption<FSharpFunc<CoreRequest, FSharpFunc<CancellationToken, Task<HookResult<CoreRequest>>>>>.Some(HookAdapter.Adapt(hook, r => new HandlerRequest(r), r => r.Core)) : null,
+            reporter is null ? null : FSharpOption<global::Events.IErrorReporter>.Some(new ErrorReporterAdapter(reporter)));
+}
+
+/// <summary>How a scheduler drives the processor and the executor.</summary>
+public enum SchedulerMode
+{
+    /// <summary>One loop: on each tick, process then execute.</summary>
+    Cooperative,
+
+    /// <summary>Two loops on the same interval, one processing, one executing.</summary>
+    Concurrent,
+}
+
+/// <summary>Settings of the scheduler, which drives the processor and the executor.</summary>
+public sealed class SchedulerSettings
+{
+    internal SchedulerSettings()
+    {
+    }
+
+    /// <summary>Cooperative (default) or concurrent.</summary>
+    public SchedulerMode Mode { get; set; } =
+        CoreSchedulerOptions.Default.Kind.IsConcurrent ? SchedulerMode.Concurrent : SchedulerMode.Cooperative;
+
+    /// <summary>
+    /// The polling interval: the longest a loop waits when the store signals no new work (positive; default
+    /// 1 second). New events and new requests wake the loops at once; retries after a backoff wait for a tick.
+    /// </summary>
+    public TimeSpan Interval { get; set; } = CoreSchedulerOptions.Default.Interval;
+
+    /// <summary>Prefixes every metric, span attribute and log key with <c>"{prefix}."</c> (default none).</summary>
+    public string TelemetryPrefix { get; set; } = CoreSchedulerOptions.Default.TelemetryPrefix;
+
+    /// <summary>
+    /// After the shutdown deadline cancels running handlers, how long shutdown waits for them to return
+    /// (default 5 seconds).
+    /// </summary>
+    public TimeSpan ShutdownGrace { get; set; } = CoreSchedulerOptions.Default.ShutdownGrace;
+
+    internal CoreSchedulerOptions ToCore() =>
+        new(
+            Mode == SchedulerMode.Concurrent ? CoreSchedulerKind.Concurrent : CoreSchedulerKind.Cooperative,
+            Interval,
+            TelemetryPrefix ?? "",
+            ShutdownGrace);
+}

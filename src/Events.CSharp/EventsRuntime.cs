@@ -1,0 +1,292 @@
+using System.Runtime.CompilerServices;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.FSharp.Collections;
+using Microsoft.FSharp.Core;
+using CoreEvent = Events.Event;
+using CoreEventFactory = Events.EventFactory;
+using CoreQuery = Events.DeadRequestQuery;
+using CoreRequest = Events.HandlerRequest;
+using CoreRequestModule = Events.HandlerRequestModule;
+
+namespace Events.CSharp;
+
+/// <summary>Where a runtime's scheduler is in its life.</summary>
+public enum RuntimeStatus
+{
+    /// <summary>Made, not started.</summary>
+    NotStarted,
+
+    /// <summary>Processing events and executing handler requests.</summary>
+    Running,
+
+    /// <summary>Started, but skipping its rounds until resumed.</summary>
+    Paused,
+
+    /// <summary>Shut down for good.</summary>
+    Shutdown,
+}
+
+/// <summary>
+/// Events without dependency injection: a store, the handlers, and the scheduler that drives the
+/// processor and the executor, with the publisher and the administration of dead requests. With
+/// dependency injection, <c>services.AddEvents(...)</c> makes one and runs it as a hosted service.
+/// </summary>
+/// <example>
+/// <code>
+/// var options = new EventsOptions().UseInMemoryStore();
+/// options.On("user.created").Handle("send-welcome-email", (context, ct) =&gt; SendAsync(context.GetData&lt;User&gt;(), ct));
+/// await using var events = EventsRuntime.Create(options);
+/// events.Start();
+/// await events.RaiseApplicationEventAsync("user.created", new User("ada@example.org"));
+/// </code>
+/// </example>
+public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposable, IDisposable
+{
+    private readonly IEventStore store;
+    private readonly Scheduler scheduler;
+    private readonly TimeProvider time;
+    private readonly CoreEventFactory factory;
+
+    private EventsRuntime(EventStore store, Scheduler scheduler, TimeProvider time)
+    {
+        Store = store;
+        this.store = store.Port;
+        this.scheduler = scheduler;
+        this.time = time;
+        factory = new CoreEventFactory(time);
+    }
+
+    /// <summary>Makes a runtime that logs nowhere.</summary>
+    /// <param name="options">The store, the handlers and the settings; <see cref="EventsOptions.Store"/> must be set.</param>
+    /// <returns>The runtime, not started.</returns>
+    /// <exception cref="ArgumentException">A setting is refused; the message lists every reason.</exception>
+    /// <exception cref="InvalidOperationException">No store was chosen.</exception>
+    public static EventsRuntime Create(EventsOptions options) => Create(options, NullLoggerFactory.Instance);
+
+    /// <summary>Makes a runtime that logs through the factory given (category <c>"Events"</c>).</summary>
+    /// <param name="options">The store, the handlers and the settings; <see cref="EventsOptions.Store"/> must be set.</param>
+    /// <param name="loggerFactory">Makes the engine's logger.</param>
+    /// <returns>The runtime, not started.</returns>
+    /// <exception cref="ArgumentException">A setting is refused; the message lists every reason.</exception>
+    /// <exception cref="InvalidOperationException">No store was chosen.</exception>
+    public static EventsRuntime Create(EventsOptions options, ILoggerFactory loggerFactory)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(loggerFactory);
+        return Create(options, loggerFactory.CreateLogger(LoggerCategory), null, null);
+    }
+
+    /// <summary>The category of the engine's log messages.</summary>
+    public static string LoggerCategory => "Events";
+
+    internal static EventsRuntime Create(
+        EventsOptions options,
+        ILogger logger,
+        IErrorReporter? fallbackReporter,
+        TimeProvider? fallbackTime)
+    {
+        var store = options.Store
+            ?? throw new InvalidOperationException(
+                "no store was chosen: set EventsOptions.Store, call EventsOptions.UseInMemoryStore(), or with dependency injection UseInMemoryStore() or UseMartenStore()");
+        var time = options.TimeProvider ?? fallbackTime ?? TimeProvider.System;
+        var scheduler = new Scheduler(
+            store.Port,
+            options.Configuration,
+            options.Processor.ToCore(),
+            options.Executor.ToCore(options.Executor.ErrorReporter ?? fallbackReporter),
+            options.Scheduler.ToCore(),
+            logger,
+            time);
+        return new EventsRuntime(store, scheduler, time);
+    }
+
+    /// <summary>The store the runtime works on.</summary>
+    public EventStore Store { get; }
+
+    /// <summary>Where the scheduler is in its life.</summary>
+    public RuntimeStatus Status => scheduler.Status.Tag switch
+    {
+        SchedulerStatus.Tags.NotStarted => RuntimeStatus.NotStarted,
+        SchedulerStatus.Tags.Running => RuntimeStatus.Running,
+        SchedulerStatus.Tags.Paused => RuntimeStatus.Paused,
+        _ => RuntimeStatus.Shutdown,
+    };
+
+    /// <summary>Starts processing events and executing handler requests in the background.</summary>
+    /// <exception cref="InvalidOperationException">The runtime was started before.</exception>
+    public void Start() => scheduler.Start();
+
+    /// <summary>Skips rounds until resumed (ignored unless running). Handlers already running finish.</summary>
+    public void Pause() => scheduler.Pause();
+
+    /// <summary>Runs rounds again after a pause (ignored unless paused).</summary>
+    public void Resume() => scheduler.Resume();
+
+    /// <summary>
+    /// Stops claiming work and lets running handlers finish until <paramref name="deadline"/> fires; then
+    /// cancels their tokens and waits up to <see cref="SchedulerSettings.ShutdownGrace"/> for them. Claimed
+    /// work not started is given back to the store.
+    /// </summary>
+    /// <param name="deadline">Fires when running handlers must be canceled.</param>
+    /// <returns>Completes when the loops have stopped.</returns>
+    /// <exception cref="InvalidOperationException">The runtime is not running or paused.</exception>
+    public Task ShutdownAsync(CancellationToken deadline) => scheduler.ShutdownAsync(deadline);
+
+    /// <inheritdoc/>
+    public async Task<Event> RaiseAsync(Event @event, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(@event);
+        var stored = await store.AppendAsync(ListModule.Singleton(@event.Core), cancellationToken).ConfigureAwait(false);
+        return new Event(stored.Head);
+    }
+
+    /// <inheritdoc/>
+    public async Task<IReadOnlyList<Event>> RaiseAsync(
+        IEnumerable<Event> events,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(events);
+        var batch = events.Select(e => (e ?? throw new ArgumentException("an event is null", nameof(events))).Core).ToFSharpList();
+        if (batch.IsEmpty)
+        {
+            return [];
+        }
+
+        var stored = await store.AppendAsync(batch, cancellationToken).ConfigureAwait(false);
+        return [.. stored.Select(e => new Event(e))];
+    }
+
+    /// <inheritdoc/>
+    public Task<Event> RaiseApplicationEventAsync(string name, object data, CancellationToken cancellationToken = default) =>
+        RaiseAsync(Event.Application(name, data, time), cancellationToken);
+
+    /// <inheritdoc/>
+    public Task<Event> RaiseDomainEventAsync(
+        string name,
+        string entityId,
+        string entityName,
+        object data,
+        CancellationToken cancellationToken = default) =>
+        RaiseAsync(Event.Domain(name, entityId, entityName, data, time), cancellationToken);
+
+    /// <inheritdoc/>
+    public async Task<EventsStatistics> GetStatisticsAsync(CancellationToken cancellationToken = default)
+    {
+        var now = time.GetUtcNow();
+        var stats = await store.StatsAsync(now, cancellationToken).ConfigureAwait(false);
+        return new EventsStatistics(now, stats);
+    }
+
+    /// <inheritdoc/>
+    public async Task<long> CountDeadRequestsAsync(
+        DeadRequestQuery? query = null,
+        CancellationToken cancellationToken = default)
+    {
+        var filter = (query ?? new DeadRequestQuery()) with { Limit = 0, Offset = 0 };
+        var page = await store.DeadRequestsAsync(ToCore(filter), cancellationToken).ConfigureAwait(false);
+        return page.Total;
+    }
+
+    /// <inheritdoc/>
+    public async Task<DeadRequestPage> GetDeadRequestsAsync(
+        DeadRequestQuery? query = null,
+        CancellationToken cancellationToken = default)
+    {
+        var page = await store.DeadRequestsAsync(ToCore(query ?? new DeadRequestQuery()), cancellationToken)
+            .ConfigureAwait(false);
+        return new DeadRequestPage(page.Total, [.. page.Requests.Select(r => new HandlerRequest(r))]);
+    }
+
+    /// <inheritdoc/>
+    public async Task<DeadRequestNames> GetDeadRequestNamesAsync(CancellationToken cancellationToken = default)
+    {
+        var names = await store.DeadRequestNamesAsync(cancellationToken).ConfigureAwait(false);
+        return new DeadRequestNames(
+            [.. names.Item1.Select(name => name.Value)],
+            [.. names.Item2.Select(name => name.Value)]);
+    }
+
+    /// <inheritdoc/>
+    public Task<HandlerRequest> ReExecuteAsync(Guid requestId, CancellationToken cancellationToken = default) =>
+        UpdateAsync(requestId, RequestCommand.ReExecute, cancellationToken);
+
+    /// <inheritdoc/>
+    public Task<HandlerRequest> CancelAsync(Guid requestId, CancellationToken cancellationToken = default) =>
+        UpdateAsync(requestId, RequestCommand.NewCancel(time.GetUtcNow()), cancellationToken);
+
+    /// <inheritdoc/>
+    public async Task<Event?> FindEventAsync(Guid eventId, CancellationToken cancellationToken = default)
+    {
+        var found = await store.FindEventAsync(eventId, cancellationToken).ConfigureAwait(false);
+        return found.ToNullableReference() is { } e ? new Event(e) : null;
+    }
+
+    /// <inheritdoc/>
+    public async Task<HandlerRequest?> FindRequestAsync(Guid requestId, CancellationToken cancellationToken = default)
+    {
+        var found = await store.FindRequestAsync(requestId, cancellationToken).ConfigureAwait(false);
+        return found.ToNullableReference() is { } r ? new HandlerRequest(r) : null;
+    }
+
+    /// <inheritdoc/>
+    public async IAsyncEnumerable<HandlerRequest> GetRequestsAsync(
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        await foreach (var request in store.RequestsAsync(cancellationToken).WithCancellation(cancellationToken).ConfigureAwait(false))
+        {
+            yield return new HandlerRequest(request);
+        }
+    }
+
+    /// <summary>
+    /// Disposes the runtime. A runtime still running is shut down at once: running handlers' tokens are
+    /// canceled. Call <see cref="ShutdownAsync(CancellationToken)"/> first for a graceful stop.
+    /// </summary>
+    /// <returns>Completes when the runtime is disposed.</returns>
+    public async ValueTask DisposeAsync()
+    {
+        if (Status is RuntimeStatus.Running or RuntimeStatus.Paused)
+        {
+            await scheduler.ShutdownAsync(new CancellationToken(canceled: true)).ConfigureAwait(false);
+        }
+
+        ((IDisposable)scheduler).Dispose();
+    }
+
+    /// <summary>
+    /// Disposes the runtime, blocking until it has shut down. A runtime still running is shut down at
+    /// once: running handlers' tokens are canceled.
+    /// </summary>
+    public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
+
+    private async Task<HandlerRequest> UpdateAsync(
+        Guid requestId,
+        RequestCommand command,
+        CancellationToken cancellationToken)
+    {
+        var transition = FuncConvert.FromFunc<CoreRequest, FSharpResult<CoreRequest, RequestError>>(
+            request => CoreRequestModule.transition(BackoffPolicy.Default, command, request));
+        var updated = await store.UpdateRequestAsync(requestId, transition, cancellationToken).ConfigureAwait(false);
+        if (updated.IsOk)
+        {
+            return new HandlerRequest(updated.ResultValue);
+        }
+
+        var error = updated.ErrorValue;
+        throw error.IsRequestNotFound
+            ? new KeyNotFoundException(error.Message)
+            : new InvalidOperationException(error.Message);
+    }
+
+    private static CoreQuery ToCore(DeadRequestQuery query)
+    {
+        ArgumentNullException.ThrowIfNull(query.EventNames, nameof(query.EventNames));
+        ArgumentNullException.ThrowIfNull(query.HandlerNames, nameof(query.HandlerNames));
+        return DeadRequestQueryModule.validate(new CoreQuery(
+            query.EventNames.Select(global::Events.EventName.Create).ToFSharpList(),
+            query.HandlerNames.Select(global::Events.HandlerName.Create).ToFSharpList(),
+            query.Limit,
+            query.Offset));
+    }
+}

@@ -1,0 +1,87 @@
+using System.Text.Json;
+using CoreContext = Events.HandlerContext;
+
+namespace Events.CSharp;
+
+/// <summary>
+/// What a handler returns when it can fail in an ordinary way: <see cref="Success"/>, or
+/// <see cref="Failure(string)"/> with a message. A handler that throws fails too; its exception is
+/// always given to the <see cref="IErrorReporter"/>.
+/// </summary>
+public sealed class HandlerOutcome
+{
+    private HandlerOutcome(string? error) => Error = error;
+
+    /// <summary>The handler did its work.</summary>
+    public static HandlerOutcome Success { get; } = new(null);
+
+    /// <summary>The handler could not do its work: the request is retried after its backoff, or dies at MaxErrors.</summary>
+    /// <param name="error">What went wrong; recorded as the request's last error.</param>
+    /// <returns>A failed outcome.</returns>
+    public static HandlerOutcome Failure(string error)
+    {
+        ArgumentNullException.ThrowIfNull(error);
+        return new HandlerOutcome(error);
+    }
+
+    /// <summary>Whether the handler did its work.</summary>
+    public bool IsSuccess => Error is null;
+
+    /// <summary>The failure's message; <see langword="null"/> for a success.</summary>
+    public string? Error { get; }
+
+    internal HandlerResult ToCore() => Error is null ? HandlerResult.Succeeded : HandlerResult.NewFailed(Error);
+
+    /// <inheritdoc/>
+    public override string ToString() => Error is null ? "Success" : $"Failure: {Error}";
+}
+
+/// <summary>What a handler is given: the request it runs for, and its event's data.</summary>
+public sealed class HandlerContext
+{
+    private readonly CoreContext core;
+
+    internal HandlerContext(CoreContext core)
+    {
+        this.core = core;
+        Request = new HandlerRequest(core.Request);
+    }
+
+    /// <summary>The request being executed (as a before-execute hook left it).</summary>
+    public HandlerRequest Request { get; }
+
+    /// <summary>This attempt's number: 1 for the first.</summary>
+    public int Attempt => core.Attempt;
+
+    /// <summary>The event's id.</summary>
+    public Guid EventId => Request.EventId;
+
+    /// <summary>The event's name.</summary>
+    public string EventName => Request.EventName;
+
+    /// <summary>The handler's name.</summary>
+    public string HandlerName => Request.HandlerName;
+
+    /// <summary>The event's data parsed as a read-only JSON element.</summary>
+    /// <returns>The data's JSON object.</returns>
+    public JsonElement GetData() => Request.GetEventData();
+
+    /// <summary>The event's data deserialised with System.Text.Json.</summary>
+    /// <typeparam name="T">The type to deserialise into.</typeparam>
+    /// <param name="options">Serializer options, or <see langword="null"/> for the defaults.</param>
+    /// <returns>The deserialised data.</returns>
+    public T? GetData<T>(JsonSerializerOptions? options = null) => Request.GetEventData<T>(options);
+
+    /// <summary>
+    /// The store's transaction for the handler's own work, committed atomically with the request's
+    /// outcome, when the store has one of type <typeparamref name="TTransaction"/>; opened on first use.
+    /// </summary>
+    /// <typeparam name="TTransaction">The store's transaction type.</typeparam>
+    /// <returns>The transaction, or <see langword="null"/> when the store has none of that type.</returns>
+    public TTransaction? GetTransaction<TTransaction>()
+        where TTransaction : class =>
+        core.Transaction.ToNullableReference() as TTransaction;
+
+    /// <inheritdoc/>
+    public override string ToString() => $"{HandlerName} for {EventName} {EventId}, attempt {Attempt}";
+}
