@@ -179,13 +179,17 @@ type internal OutcomeWriter(store: IEventStore) =
                                 CancellationToken.None
                             )
 
+                        if results.Length <> batch.Count then
+                            invalidOp $"the store answered %d{results.Length} results for %d{batch.Count} outcomes"
+
                         Seq.iter2
-                            (fun struct (_, promise: TaskCompletionSource<_>) result -> promise.SetResult result)
+                            (fun struct (_, promise: TaskCompletionSource<_>) result ->
+                                promise.TrySetResult result |> ignore)
                             batch
                             results
                     with error ->
                         for struct (_, promise) in batch do
-                            promise.SetException error
+                            promise.TrySetException error |> ignore
             finally
                 Volatile.Write(&flushing, 0)
 
@@ -400,6 +404,10 @@ type Processor
                                     [ for _, processed, _ in ready -> processed ],
                                     CancellationToken.None
                                 )
+
+                            if results.Length <> ready.Length then
+                                invalidOp
+                                    $"the store answered %d{results.Length} results for %d{ready.Length} processed events"
 
                             let mutable created = false
 
