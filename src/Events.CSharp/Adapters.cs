@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.FSharp.Core;
 using CoreContext = Events.HandlerContext;
 using CoreHandler = Microsoft.FSharp.Core.FSharpFunc<Events.HandlerContext, Microsoft.FSharp.Core.FSharpFunc<System.Threading.CancellationToken, System.Threading.Tasks.Task<Events.HandlerResult>>>;
@@ -20,6 +21,21 @@ internal static class HandlerAdapter
             var outcome = await handler(new HandlerContext(context), cancellationToken).ConfigureAwait(false);
             return (outcome ?? throw new InvalidOperationException("the handler returned no outcome (null)")).ToCore();
         });
+
+    /// <summary>A handler that makes <typeparamref name="THandler"/> in a new scope of the options' container for each attempt.</summary>
+    public static Func<HandlerContext, CancellationToken, Task<HandlerOutcome>> Scoped<THandler>(EventsOptions options)
+        where THandler : class, IEventHandler =>
+        async (context, cancellationToken) =>
+        {
+            var services = options.Services
+                ?? throw new InvalidOperationException($"{typeof(THandler)} is made by dependency injection: register Events with AddEvents");
+            var scope = services.GetRequiredService<IServiceScopeFactory>().CreateAsyncScope();
+            await using (scope.ConfigureAwait(false))
+            {
+                var handler = ActivatorUtilities.GetServiceOrCreateInstance<THandler>(scope.ServiceProvider);
+                return await handler.HandleAsync(context, cancellationToken).ConfigureAwait(false);
+            }
+        };
 }
 
 /// <summary>Turns the facade's hooks into the core's curried hook functions.</summary>

@@ -88,6 +88,7 @@ public static class EventsServiceCollectionExtensions
             }
 
             options.Store ??= provider.GetService<EventStore>();
+            options.Services = provider;
             var logger = provider.GetService<ILoggerFactory>()?.CreateLogger(EventsRuntime.LoggerCategory)
                 ?? NullLogger.Instance;
             return EventsRuntime.Create(

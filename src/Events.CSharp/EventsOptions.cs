@@ -23,6 +23,12 @@ public sealed class EventsOptions
 
     internal CoreConfiguration Configuration => configuration;
 
+    /// <summary>The container that resolves handler classes (set by <c>AddEvents</c>).</summary>
+    internal IServiceProvider? Services { get; set; }
+
+    /// <summary>The first handler class added, if any: such handlers need <see cref="Services"/>.</summary>
+    internal string? FirstHandlerClass { get; set; }
+
     /// <summary>The store events and handler requests are kept in; <see langword="null"/> until chosen.</summary>
     public EventStore? Store { get; set; }
 
@@ -140,6 +146,39 @@ public sealed class EventHandlersExpression
         options.Add(EventName, handlerName, HandlerAdapter.Adapt(handler), configure);
         return this;
     }
+
+    /// <summary>
+    /// Adds a handler class, or replaces the code of the handler of that name and updates its settings. For
+    /// each attempt the container opens a scope and makes <typeparamref name="THandler"/> in it (registered,
+    /// or made with its constructor's dependencies from the container). Needs dependency injection
+    /// (<c>AddEvents</c>); options with handler classes belong to one container.
+    /// </summary>
+    /// <typeparam name="THandler">The handler class.</typeparam>
+    /// <param name="handlerName">The handler's name, unique under its event.</param>
+    /// <param name="configure">Sets MaxErrors, Priority, the backoff and the timeout; <see langword="null"/> for the defaults.</param>
+    /// <returns>This expression, to add more handlers to the event.</returns>
+    /// <exception cref="ArgumentException">A name or a setting is refused; the message lists every reason.</exception>
+    public EventHandlersExpression Handle<THandler>(string handlerName, Action<HandlerOptions>? configure = null)
+        where THandler : class, IEventHandler
+    {
+        ArgumentNullException.ThrowIfNull(handlerName);
+        options.Add(EventName, handlerName, HandlerAdapter.Adapt(HandlerAdapter.Scoped<THandler>(options)), configure);
+        options.FirstHandlerClass ??= $"{handlerName} ({typeof(THandler)})";
+        return this;
+    }
+}
+
+/// <summary>
+/// A handler as a class, made by the container for each attempt (in a scope of its own), so it can take
+/// its dependencies in its constructor. Added with <see cref="EventHandlersExpression.Handle{THandler}(string, Action{HandlerOptions})"/>.
+/// </summary>
+public interface IEventHandler
+{
+    /// <summary>Handles one request. Throwing fails the attempt, as <see cref="HandlerOutcome.Failure(string)"/> does.</summary>
+    /// <param name="context">The request and its event's data.</param>
+    /// <param name="cancellationToken">Fires on the handler's timeout and when a shutdown's deadline passes.</param>
+    /// <returns>Whether the handler did its work.</returns>
+    Task<HandlerOutcome> HandleAsync(HandlerContext context, CancellationToken cancellationToken);
 }
 
 /// <summary>Settings of the processor, which fans events out to handler requests.</summary>

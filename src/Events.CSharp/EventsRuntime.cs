@@ -61,7 +61,7 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
     /// <param name="options">The store, the handlers and the settings; <see cref="EventsOptions.Store"/> must be set.</param>
     /// <returns>The runtime, not started.</returns>
     /// <exception cref="ArgumentException">A setting is refused; the message lists every reason.</exception>
-    /// <exception cref="InvalidOperationException">No store was chosen.</exception>
+    /// <exception cref="InvalidOperationException">No store was chosen, or a handler class needs dependency injection.</exception>
     public static EventsRuntime Create(EventsOptions options) => Create(options, NullLoggerFactory.Instance);
 
     /// <summary>Makes a runtime that logs through the factory given (category <c>"Events"</c>).</summary>
@@ -69,7 +69,7 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
     /// <param name="loggerFactory">Makes the engine's logger.</param>
     /// <returns>The runtime, not started.</returns>
     /// <exception cref="ArgumentException">A setting is refused; the message lists every reason.</exception>
-    /// <exception cref="InvalidOperationException">No store was chosen.</exception>
+    /// <exception cref="InvalidOperationException">No store was chosen, or a handler class needs dependency injection.</exception>
     public static EventsRuntime Create(EventsOptions options, ILoggerFactory loggerFactory)
     {
         ArgumentNullException.ThrowIfNull(options);
@@ -89,6 +89,12 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
         var store = options.Store
             ?? throw new InvalidOperationException(
                 "no store was chosen: set EventsOptions.Store, call EventsOptions.UseInMemoryStore(), or with dependency injection UseInMemoryStore() or UseMartenStore()");
+        if (options.FirstHandlerClass is { } handlerClass && options.Services is null)
+        {
+            throw new InvalidOperationException(
+                $"the handler {handlerClass} is a class made by dependency injection: register Events with AddEvents");
+        }
+
         var time = options.TimeProvider ?? fallbackTime ?? TimeProvider.System;
         var scheduler = new Scheduler(
             store.Port,
