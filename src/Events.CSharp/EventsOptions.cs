@@ -279,7 +279,15 @@ public sealed class SchedulerSettings
     public TimeSpan Interval { get; set; } = CoreSchedulerOptions.Default.Interval;
 
     /// <summary>Prefixes every metric, span attribute and log key with <c>"{prefix}."</c> (default none).</summary>
-    public string TelemetryPrefix { get; set; } = CoreSchedulerOptions.Default.TelemetryPrefix;
+    public string TelemetryPrefix
+    {
+        get;
+        set
+        {
+            ArgumentNullException.ThrowIfNull(value);
+            field = value;
+        }
+    } = CoreSchedulerOptions.Default.TelemetryPrefix;
 
     /// <summary>
     /// After the shutdown deadline cancels running handlers, how long shutdown waits for them to return
@@ -291,6 +299,6 @@ public sealed class SchedulerSettings
         new(
             Mode == SchedulerMode.Concurrent ? CoreSchedulerKind.Concurrent : CoreSchedulerKind.Cooperative,
             Interval,
-            TelemetryPrefix ?? "",
+            TelemetryPrefix,
             ShutdownGrace);
 }
