@@ -14,6 +14,7 @@ let all =
         "Events"
         [
             NamesTests.tests
+            InMemoryStoreTests.tests
             EngineTests.engineSuite "memory" inMemory
             SchedulerTests.statusMachine
             SchedulerTests.schedulerSuite "memory" inMemory
