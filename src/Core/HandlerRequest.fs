@@ -158,14 +158,19 @@ module HandlerRequest =
             State = state
         }
 
-    let private outcome (token: Guid) (request: HandlerRequest) (record: unit -> HandlerRequest) =
+    /// Whether an outcome carrying `token` may be recorded on the request as stored: only while the
+    /// request runs under the attempt that token names (the fencing check every store applies).
+    let checkToken (token: Guid) (request: HandlerRequest) : Result<unit, RequestError> =
         match request.State with
-        | RequestState.Running lease when lease.Token = token -> Ok(record ())
+        | RequestState.Running lease when lease.Token = token -> Ok()
         | RequestState.Running _ -> Error RequestError.StaleToken
         | RequestState.Runnable _
         | RequestState.Dead -> Error RequestError.NotRunning
         | RequestState.Completed _ -> Error RequestError.AlreadyCompleted
         | RequestState.Canceled _ -> Error RequestError.AlreadyCanceled
+
+    let private outcome (token: Guid) (request: HandlerRequest) (record: unit -> HandlerRequest) =
+        checkToken token request |> Result.map record
 
     /// The one transition function: the request after the command, or why it is refused.
     /// `policy` is the handler's backoff policy, used by `Fail`.

@@ -272,17 +272,6 @@ type InMemoryStore(?options: InMemoryStoreOptions) =
             Recovered = recovered
         }
 
-    /// Whether the outcome's token names the stored request's running attempt; the same rule as the
-    /// core's Succeed and Fail.
-    let fence (token: Guid) (stored: HandlerRequest) : Result<unit, RequestError> =
-        match stored.State with
-        | RequestState.Running lease when lease.Token = token -> Ok()
-        | RequestState.Running _ -> Error RequestError.StaleToken
-        | RequestState.Runnable _
-        | RequestState.Dead -> Error RequestError.NotRunning
-        | RequestState.Completed _ -> Error RequestError.AlreadyCompleted
-        | RequestState.Canceled _ -> Error RequestError.AlreadyCanceled
-
     let commitOne (item: ProcessedEvent) : Result<int, ProcessError> =
         match events.TryGetValue item.EventId with
         | false, _ -> Error ProcessError.EventNotFound
@@ -525,7 +514,7 @@ type InMemoryStore(?options: InMemoryStoreOptions) =
                         match requests.TryGetValue outcome.Request.Id with
                         | false, _ -> Error RequestError.NotRunning
                         | true, stored ->
-                            fence outcome.Token stored
+                            HandlerRequest.checkToken outcome.Token stored
                             |> Result.map (fun () -> write stored outcome.Request))))
 
         member _.BeginHandlerTransaction _ = None
