@@ -47,7 +47,10 @@ module Backoff =
         let baseTicks = policy.Base.Ticks
         let capTicks = policy.Cap.Ticks
 
-        if shift >= 62 || baseTicks > (capTicks >>> shift) then
+        // From a shift of 63 a positive base times 2^shift is past Int64.MaxValue, so past any cap (and
+        // .NET masks a shift count to 6 bits, so 64 and above would wrap). Below 63, a base above
+        // Cap >>> shift is exactly a product above the cap.
+        if shift >= 63 || baseTicks > (capTicks >>> shift) then
             policy.Cap
         else
             TimeSpan.FromTicks(min capTicks (baseTicks <<< shift))
