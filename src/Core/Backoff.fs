@@ -77,9 +77,12 @@ module Backoff =
             // min: for ceilings above 2^53 ticks the float product can round up past the ceiling.
             TimeSpan.FromTicks(min ceiling.Ticks (int64 (Math.Floor(sample * float ceiling.Ticks))))
 
-    /// Adds a wait to a time, stopping at the largest representable time instead of overflowing.
+    /// Adds a wait to a time, stopping at the largest representable time instead of overflowing. A sum
+    /// that fits as an instant but not on the time's clock (at a positive offset) is given at offset zero.
     let addSaturating (time: DateTimeOffset) (wait: TimeSpan) : DateTimeOffset =
         if wait >= DateTimeOffset.MaxValue - time then
             DateTimeOffset.MaxValue
+        elif wait > DateTime.MaxValue - time.DateTime then
+            time.ToUniversalTime() + wait
         else
             time + wait
