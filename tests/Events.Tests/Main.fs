@@ -6,7 +6,15 @@ open Expecto
 open Expecto.Impl
 
 let all =
-    testList "Events" [ NamesTests.tests; EventDataTests.tests; EventTests.tests; BackoffTests.tests ]
+    testList
+        "Events"
+        [
+            NamesTests.tests
+            EventDataTests.tests
+            EventTests.tests
+            BackoffTests.tests
+            ConfigurationTests.tests
+        ]
 
 /// Writes "passed failed" to the file named by EVENTS_TEST_COUNTS, for the test script to sum.
 let private recordCounts (summary: TestRunSummary) =
