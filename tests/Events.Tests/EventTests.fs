@@ -3,6 +3,8 @@ module Events.Tests.EventTests
 open System
 open System.Threading.Tasks
 open Expecto
+open FsCheck
+open FsCheck.FSharp
 open Events
 
 let private id = Guid.Parse "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"
@@ -230,13 +232,15 @@ let private properties =
                     "validating raw inputs that are valid must change nothing"
 
             Property.law "a raiser gives back exactly the events raised, in order, until cleared"
-            <| fun (events: Event list) (later: Event list) ->
-                let raiser = EventRaiser()
-                events |> List.iter raiser.Raise
-                Expect.equal raiser.Events events "the raiser must keep every event in order"
-                raiser.Clear()
-                later |> List.iter raiser.Raise
-                Expect.equal raiser.Events later "after Clear only the events raised since are kept"
+            <| Prop.forAll
+                (Arb.fromGen (Gen.two (Gen.choose (0, 12) |> Gen.bind (fun n -> Gen.listOfLength n Gens.event))))
+                (fun (events, later) ->
+                    let raiser = EventRaiser()
+                    events |> List.iter raiser.Raise
+                    Expect.equal raiser.Events events "the raiser must keep every event in order"
+                    raiser.Clear()
+                    later |> List.iter raiser.Raise
+                    Expect.equal raiser.Events later "after Clear only the events raised since are kept")
         ]
 
 /// Events, their smart constructors and the event raiser.
