@@ -523,11 +523,15 @@ module Gens =
             event
             validName
 
-    /// A command the request accepts, and the time it uses; none when the request is terminal.
+    /// A command the request accepts, and the time it uses; none when the request is terminal. With
+    /// `ending` false, never a command that ends the request (Succeed, Cancel).
     let acceptedCommand
+        (ending: bool)
         (request: HandlerRequest)
         (now: DateTimeOffset)
         : Gen<(RequestCommand * DateTimeOffset) option> =
+        let weight value = if ending then value else 0
+
         let cancel = laterThan now |> Gen.map (fun at -> Some(RequestCommand.Cancel at, at))
 
         let reExecute = Gen.constant (Some(RequestCommand.ReExecute, now))
@@ -547,7 +551,7 @@ module Gens =
                     lease
                     guid
 
-            Gen.frequency [ 12, claim; 1, cancel; 2, reExecute ]
+            Gen.frequency [ 12, claim; weight 1, cancel; 1, reExecute ]
         | RequestState.Running lease ->
             let succeed =
                 laterThan now
@@ -564,74 +568,142 @@ module Gens =
                 laterThan (max now lease.Until)
                 |> Gen.map (fun at -> Some(RequestCommand.ExpireLease at, at))
 
-            Gen.frequency [ 2, succeed; 6, fail; 2, expire ]
-        | RequestState.Dead -> Gen.frequency [ 3, reExecute; 1, cancel ]
+            Gen.frequency [ weight 1, succeed; 6, fail; 2, expire ]
+        | RequestState.Dead -> Gen.frequency [ 3, reExecute; weight 1, cancel ]
         | RequestState.Completed _
         | RequestState.Canceled _ -> Gen.constant None
 
-    let rec private walk policy remaining request now tokens steps =
-        if remaining = 0 then
-            Gen.constant (List.rev steps, now, tokens)
+    /// The history with one more command, which the request must accept.
+    let extend (history: History) (command: RequestCommand, at: DateTimeOffset) : History =
+        match HandlerRequest.transition history.Policy command history.Request with
+        | Ok after ->
+            let tokens =
+                match command with
+                | RequestCommand.Claim(_, _, token) -> token :: history.Tokens
+                | RequestCommand.Succeed _
+                | RequestCommand.Fail _
+                | RequestCommand.ExpireLease _
+                | RequestCommand.Cancel _
+                | RequestCommand.ReExecute -> history.Tokens
+
+            { history with
+                Steps = history.Steps @ [ { Command = command; After = after } ]
+                Now = max history.Now at
+                Tokens = tokens
+            }
+        | Error error ->
+            failwithf
+                "the generator made a command the request refused: %A in %A: %A"
+                command
+                history.Request.State
+                error
+
+    /// The kinds of state a history can end in, as labels.
+    let stateKinds =
+        [ "runnable"; "backing off"; "running"; "dead"; "completed"; "canceled" ]
+
+    /// The label of a state's kind.
+    let stateKind (state: RequestState) : string =
+        match state with
+        | RequestState.Runnable None -> "runnable"
+        | RequestState.Runnable(Some _) -> "backing off"
+        | RequestState.Running _ -> "running"
+        | RequestState.Dead -> "dead"
+        | RequestState.Completed _ -> "completed"
+        | RequestState.Canceled _ -> "canceled"
+
+    let rec private walk (ending: bool) (remaining: int) (stop: History -> bool) (history: History) : Gen<History> =
+        if remaining = 0 || stop history then
+            Gen.constant history
         else
-            acceptedCommand request now
+            acceptedCommand ending history.Request history.Now
             |> Gen.bind (fun next ->
                 match next with
-                | None -> Gen.constant (List.rev steps, now, tokens)
-                | Some(command, at) ->
-                    match HandlerRequest.transition policy command request with
-                    | Ok after ->
-                        let tokens =
-                            match command with
-                            | RequestCommand.Claim(_, _, token) -> token :: tokens
-                            | RequestCommand.Succeed _
-                            | RequestCommand.Fail _
-                            | RequestCommand.ExpireLease _
-                            | RequestCommand.Cancel _
-                            | RequestCommand.ReExecute -> tokens
+                | None -> Gen.constant history
+                | Some next -> walk ending (remaining - 1) stop (extend history next))
 
-                        walk
-                            policy
-                            (remaining - 1)
-                            after
-                            (max now at)
-                            tokens
-                            ({ Command = command; After = after } :: steps)
-                    | Error error ->
-                        failwithf
-                            "the generator made a command the request refused: %A in %A: %A"
-                            command
-                            request.State
-                            error)
-
-    /// A request created and moved by up to `maxSteps` accepted commands (see `History`).
+    /// A request created and moved by accepted commands (see `History`): the walk aims at a kind of
+    /// state drawn at random and stops when it reaches it after at least a random number of steps
+    /// (up to `maxSteps`), when the request is terminal, or after 2 * `maxSteps` steps; so every
+    /// kind of state ends histories often, after short and long lives.
     let historyOf (maxSteps: int) : Gen<History> =
         gen {
             let! settings = settings
             let! created = createdWith settings
             let! start = ordinaryTime
-            let! length = Gen.choose (0, maxSteps)
-            let! steps, now, tokens = walk settings.Backoff length created start [] []
+            let! minimum = Gen.choose (0, maxSteps)
+            let! target = Gen.elements stateKinds
 
-            return
-                {
-                    Policy = settings.Backoff
-                    Created = created
-                    Steps = steps
-                    Now = now
-                    Tokens = tokens
-                }
+            let stop (history: History) =
+                history.Steps.Length >= minimum && stateKind history.Request.State = target
+
+            // A request that ends non-terminal never saw Succeed or Cancel: leave them out then.
+            let ending = target = "completed" || target = "canceled"
+
+            return!
+                walk
+                    ending
+                    (2 * maxSteps)
+                    stop
+                    {
+                        Policy = settings.Backoff
+                        Created = created
+                        Steps = []
+                        Now = start
+                        Tokens = []
+                    }
         }
 
     /// A history of up to 30 accepted commands.
     let history: Gen<History> = historyOf 30
 
-    /// Any command at or after the history's latest time, accepted or not (see `Probe`).
-    let anyCommand (history: History) : Gen<RequestCommand> =
-        let request = history.Request
-        let now = history.Now
+    let private claimAfter (history: History) =
+        let from =
+            match history.Request.State with
+            | RequestState.Runnable(Some until) when until > history.Now -> until
+            | RequestState.Runnable _
+            | RequestState.Running _
+            | RequestState.Completed _
+            | RequestState.Dead
+            | RequestState.Canceled _ -> history.Now
 
-        let current =
+        Gen.map3 (fun at leaseFor token -> RequestCommand.Claim(at, leaseFor, token), at) (laterThan from) lease guid
+
+    /// A history that ends with the request running (earlier attempts may have failed).
+    let runningHistory: Gen<History> =
+        history
+        |> Gen.where (fun history -> not (HandlerRequest.isTerminal history.Request))
+        |> Gen.bind (fun history ->
+            match history.Request.State with
+            | RequestState.Running _ -> Gen.constant history
+            | RequestState.Dead ->
+                let history = extend history (RequestCommand.ReExecute, history.Now)
+                claimAfter history |> Gen.map (extend history)
+            | RequestState.Runnable _ -> claimAfter history |> Gen.map (extend history)
+            | RequestState.Completed _
+            | RequestState.Canceled _ -> failwith "terminal histories were filtered out")
+
+    /// A history that ends with the request completed or canceled.
+    let terminalHistory: Gen<History> =
+        history
+        |> Gen.bind (fun history ->
+            let request = history.Request
+
             match request.State with
+            | RequestState.Completed _
+            | RequestState.Canceled _ -> Gen.constant history
+            | RequestState.Running lease ->
+                laterThan history.Now
+                |> Gen.map (fun at -> extend history (RequestCommand.Succeed(lease.Token, at), at))
+            | RequestState.Runnable _
+            | RequestState.Dead ->
+                laterThan history.Now
+                |> Gen.map (fun at -> extend history (RequestCommand.Cancel at, at)))
+
+    /// A token for an outcome: the running attempt's (often), a stale one, or an unknown one.
+    let probeToken (history: History) : Gen<Guid> =
+        let current =
+            match history.Request.State with
             | RequestState.Running lease -> [ 4, Gen.constant lease.Token ]
             | RequestState.Runnable _
             | RequestState.Completed _
@@ -643,10 +715,15 @@ module Gens =
             | [] -> []
             | tokens -> [ 2, Gen.elements tokens ]
 
-        let token = Gen.frequency (current @ stale @ [ 1, guid ])
+        Gen.frequency (current @ stale @ [ 1, guid ])
+
+    /// A time at or after the history's latest, often a tick before, at or a tick after the end of
+    /// the lease or of the backoff.
+    let probeTime (history: History) : Gen<DateTimeOffset> =
+        let now = history.Now
 
         let edge =
-            match request.State with
+            match history.Request.State with
             | RequestState.Runnable(Some until) -> Some until
             | RequestState.Running lease -> Some lease.Until
             | RequestState.Runnable None
@@ -654,22 +731,23 @@ module Gens =
             | RequestState.Dead
             | RequestState.Canceled _ -> None
 
-        let at =
-            match edge with
-            | Some edge ->
-                Gen.frequency
-                    [
-                        3, laterThan now
-                        2,
-                        Gen.elements
-                            [
-                                max now (if edge > now then edge.AddTicks -1L else edge)
-                                edge
-                                Backoff.addSaturating edge (TimeSpan.FromTicks 1L)
-                            ]
-                    ]
-            | None -> laterThan now
+        match edge with
+        | Some edge ->
+            Gen.frequency
+                [
+                    3, laterThan now
+                    2,
+                    Gen.elements
+                        [
+                            max now (if edge > now then edge.AddTicks -1L else edge)
+                            edge
+                            Backoff.addSaturating edge (TimeSpan.FromTicks 1L)
+                        ]
+                ]
+        | None -> laterThan now
 
+    /// A claim at a probe time, with a lease that is sometimes not positive.
+    let claimProbe (history: History) : Gen<RequestCommand> =
         let leaseFor =
             Gen.frequency
                 [
@@ -677,28 +755,54 @@ module Gens =
                     1, Gen.elements [ TimeSpan.Zero; TimeSpan.FromTicks -1L; TimeSpan.MinValue ]
                 ]
 
+        Gen.map3 (fun at leaseFor token -> RequestCommand.Claim(at, leaseFor, token)) (probeTime history) leaseFor guid
+
+    /// A success with a probe token at a probe time.
+    let succeedProbe (history: History) : Gen<RequestCommand> =
+        Gen.map2 (fun token at -> RequestCommand.Succeed(token, at)) (probeToken history) (probeTime history)
+
+    /// A failure with a probe token at a probe time.
+    let failProbe (history: History) : Gen<RequestCommand> =
+        gen {
+            let! token = probeToken history
+            let! at = probeTime history
+            let! error = errorText
+            let! sample = sample
+            return RequestCommand.Fail(token, at, error, sample)
+        }
+
+    /// A lease expiry at a probe time.
+    let expireProbe (history: History) : Gen<RequestCommand> =
+        probeTime history |> Gen.map RequestCommand.ExpireLease
+
+    /// A cancelation at a probe time.
+    let cancelProbe (history: History) : Gen<RequestCommand> =
+        probeTime history |> Gen.map RequestCommand.Cancel
+
+    /// A re-execution.
+    let reExecuteProbe (_: History) : Gen<RequestCommand> = Gen.constant RequestCommand.ReExecute
+
+    /// Any command at or after the history's latest time, accepted or not (see `Probe`).
+    let anyCommand (history: History) : Gen<RequestCommand> =
         Gen.oneof
             [
-                Gen.map3 (fun at leaseFor token -> RequestCommand.Claim(at, leaseFor, token)) at leaseFor guid
-                Gen.map2 (fun token at -> RequestCommand.Succeed(token, at)) token at
-                gen {
-                    let! token = token
-                    let! at = at
-                    let! error = errorText
-                    let! sample = sample
-                    return RequestCommand.Fail(token, at, error, sample)
-                }
-                at |> Gen.map RequestCommand.ExpireLease
-                at |> Gen.map RequestCommand.Cancel
-                Gen.constant RequestCommand.ReExecute
+                claimProbe history
+                succeedProbe history
+                failProbe history
+                expireProbe history
+                cancelProbe history
+                reExecuteProbe history
             ]
 
-    /// A reachable request and any command (see `Probe`).
-    let probe: Gen<Probe> =
-        history
+    /// Probes made of the histories and commands given.
+    let probeWith (command: History -> Gen<RequestCommand>) (histories: Gen<History>) : Gen<Probe> =
+        histories
         |> Gen.bind (fun history ->
-            anyCommand history
+            command history
             |> Gen.map (fun command -> { History = history; Command = command }))
+
+    /// A reachable request and any command (see `Probe`).
+    let probe: Gen<Probe> = probeWith anyCommand history
 
     let rec private goOperations (remaining: int) (now: DateTimeOffset) : Gen<GoOperation list> =
         if remaining = 0 then
