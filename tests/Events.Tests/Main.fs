@@ -14,6 +14,7 @@ let all =
             EventTests.tests
             BackoffTests.tests
             ConfigurationTests.tests
+            HandlerRequestTests.tests
         ]
 
 /// Writes "passed failed" to the file named by EVENTS_TEST_COUNTS, for the test script to sum.
