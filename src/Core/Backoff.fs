@@ -36,6 +36,10 @@ module Backoff =
     let defaultFactor (sample: float) : int =
         15 + min 44 (int (Math.Floor(sample * 45.0)))
 
+    // In whole ticks: a double number of seconds is not exact past 2^53 ticks (attempts above about 8 million).
+    let private defaultDelay (attempt: int) (factor: int) =
+        TimeSpan.FromTicks(int64 attempt * 2L * int64 factor * TimeSpan.TicksPerSecond)
+
     /// The largest wait of an exponential policy at this attempt: min(Cap, Base * 2^(attempt-1)),
     /// computed in ticks without overflow for any attempt.
     let exponentialCeiling (policy: ExponentialBackoff) (attempt: int) : TimeSpan =
@@ -43,7 +47,10 @@ module Backoff =
         let baseTicks = policy.Base.Ticks
         let capTicks = policy.Cap.Ticks
 
-        if shift >= 62 || baseTicks > (capTicks >>> shift) then
+        // From a shift of 63 a positive base times 2^shift is past Int64.MaxValue, so past any cap (and
+        // .NET masks a shift count to 6 bits, so 64 and above would wrap). Below 63, a base above
+        // Cap >>> shift is exactly a product above the cap.
+        if shift >= 63 || baseTicks > (capTicks >>> shift) then
             policy.Cap
         else
             TimeSpan.FromTicks(min capTicks (baseTicks <<< shift))
@@ -55,7 +62,7 @@ module Backoff =
         match policy with
         | BackoffPolicy.Default ->
             // attempt * 2 * 59 s fits in a TimeSpan for every Int32 attempt (about 8,000 years at most).
-            TimeSpan.FromSeconds(float attempt * 30.0), TimeSpan.FromSeconds(float attempt * 118.0)
+            defaultDelay attempt 15, defaultDelay attempt 59
         | BackoffPolicy.Exponential exponential -> TimeSpan.Zero, exponentialCeiling exponential attempt
 
     /// How long to wait after the given failed attempt (1 for the first failure), for a random sample
@@ -64,15 +71,18 @@ module Backoff =
         checkArguments attempt sample
 
         match policy with
-        | BackoffPolicy.Default -> TimeSpan.FromSeconds(float attempt * 2.0 * float (defaultFactor sample))
+        | BackoffPolicy.Default -> defaultDelay attempt (defaultFactor sample)
         | BackoffPolicy.Exponential exponential ->
             let ceiling = exponentialCeiling exponential attempt
             // min: for ceilings above 2^53 ticks the float product can round up past the ceiling.
             TimeSpan.FromTicks(min ceiling.Ticks (int64 (Math.Floor(sample * float ceiling.Ticks))))
 
-    /// Adds a wait to a time, stopping at the largest representable time instead of overflowing.
+    /// Adds a wait to a time, stopping at the largest representable time instead of overflowing. A sum
+    /// that fits as an instant but not on the time's clock (at a positive offset) is given at offset zero.
     let addSaturating (time: DateTimeOffset) (wait: TimeSpan) : DateTimeOffset =
         if wait >= DateTimeOffset.MaxValue - time then
             DateTimeOffset.MaxValue
+        elif wait > DateTime.MaxValue - time.DateTime then
+            time.ToUniversalTime() + wait
         else
             time + wait

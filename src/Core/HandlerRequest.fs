@@ -158,14 +158,19 @@ module HandlerRequest =
             State = state
         }
 
-    let private outcome (token: Guid) (request: HandlerRequest) (record: unit -> HandlerRequest) =
+    /// Whether an outcome carrying `token` may be recorded on the request as stored: only while the
+    /// request runs under the attempt that token names (the fencing check every store applies).
+    let checkToken (token: Guid) (request: HandlerRequest) : Result<unit, RequestError> =
         match request.State with
-        | RequestState.Running lease when lease.Token = token -> Ok(record ())
+        | RequestState.Running lease when lease.Token = token -> Ok()
         | RequestState.Running _ -> Error RequestError.StaleToken
         | RequestState.Runnable _
         | RequestState.Dead -> Error RequestError.NotRunning
         | RequestState.Completed _ -> Error RequestError.AlreadyCompleted
         | RequestState.Canceled _ -> Error RequestError.AlreadyCanceled
+
+    let private outcome (token: Guid) (request: HandlerRequest) (record: unit -> HandlerRequest) =
+        checkToken token request |> Result.map record
 
     /// The one transition function: the request after the command, or why it is refused.
     /// `policy` is the handler's backoff policy, used by `Fail`.
@@ -326,19 +331,39 @@ module HandlerRequest =
         (canceledAt: DateTimeOffset option)
         (lease: Lease option)
         : Result<RequestState, string> =
-        match completedAt, canceledAt, lease with
-        | Some _, Some _, _ -> Error "a request cannot be both completed and canceled"
-        | Some _, None, Some _
-        | None, Some _, Some _ -> Error "a completed or canceled request cannot hold a lease"
-        | Some at, None, None -> Ok(RequestState.Completed at)
-        | None, Some at, None -> Ok(RequestState.Canceled at)
-        | None, None, Some lease ->
-            if errors < maxErrors then
-                Ok(RequestState.Running lease)
-            else
-                Error "a request at max errors cannot hold a lease"
-        | None, None, None ->
-            if errors >= maxErrors then
-                Ok RequestState.Dead
-            else
-                Ok(RequestState.Runnable backoffUntil)
+        if maxErrors < 1 then
+            Error "max errors must be at least 1"
+        elif errors < 0 || errors > maxErrors then
+            Error "errors must be from 0 to max errors"
+        elif
+            backoffUntil.IsSome
+            && (errors = 0
+                || errors = maxErrors
+                || completedAt.IsSome
+                || canceledAt.IsSome
+                || lease.IsSome)
+        then
+            // Only a failure below max errors sets a backoff; a claim, a success, a cancel and
+            // re-execute drop it. Accepting it elsewhere would silently lose it.
+            Error "only a runnable request that has failed can wait out a backoff"
+        else
+            match completedAt, canceledAt, lease with
+            | Some _, Some _, _ -> Error "a request cannot be both completed and canceled"
+            | Some _, None, Some _
+            | None, Some _, Some _ -> Error "a completed or canceled request cannot hold a lease"
+            | Some at, None, None ->
+                if errors < maxErrors then
+                    Ok(RequestState.Completed at)
+                else
+                    Error "a request at max errors cannot have completed"
+            | None, Some at, None -> Ok(RequestState.Canceled at)
+            | None, None, Some lease ->
+                if errors < maxErrors then
+                    Ok(RequestState.Running lease)
+                else
+                    Error "a request at max errors cannot hold a lease"
+            | None, None, None ->
+                if errors >= maxErrors then
+                    Ok RequestState.Dead
+                else
+                    Ok(RequestState.Runnable backoffUntil)

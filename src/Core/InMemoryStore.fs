@@ -81,7 +81,12 @@ type private SnapshotEnumerable<'item>(snapshot: unit -> 'item list, cancellatio
 /// is never handed out twice while its claim holds, and a lapsed claim is recovered (a request's
 /// through the core's `ExpireLease`). Claiming costs O(log N) per item: ordered indexes hold only
 /// the live items (unprocessed events, runnable, backing-off, running and dead requests); processed
-/// events and completed or canceled requests are only in the maps by id.
+/// events and completed or canceled requests are only in the maps by id. A request whose backoff
+/// ends is made runnable by the first claim or gauge reading at or after that time; claims are exact
+/// whatever the `now` given (the core refuses a claim before the backoff ends), but gauges read at a
+/// `now` earlier than a previous reading may count such a request runnable early. `UpdateRequestAsync`
+/// runs the caller's function outside the lock and runs it again if the request changed meanwhile,
+/// so the function must be pure.
 [<Sealed>]
 type InMemoryStore(?options: InMemoryStoreOptions) =
     let options = defaultArg options InMemoryStoreOptions.Default
@@ -266,17 +271,6 @@ type InMemoryStore(?options: InMemoryStoreOptions) =
             Claimed = List.ofSeq claimed
             Recovered = recovered
         }
-
-    /// Whether the outcome's token names the stored request's running attempt; the same rule as the
-    /// core's Succeed and Fail.
-    let fence (token: Guid) (stored: HandlerRequest) : Result<unit, RequestError> =
-        match stored.State with
-        | RequestState.Running lease when lease.Token = token -> Ok()
-        | RequestState.Running _ -> Error RequestError.StaleToken
-        | RequestState.Runnable _
-        | RequestState.Dead -> Error RequestError.NotRunning
-        | RequestState.Completed _ -> Error RequestError.AlreadyCompleted
-        | RequestState.Canceled _ -> Error RequestError.AlreadyCanceled
 
     let commitOne (item: ProcessedEvent) : Result<int, ProcessError> =
         match events.TryGetValue item.EventId with
@@ -520,7 +514,7 @@ type InMemoryStore(?options: InMemoryStoreOptions) =
                         match requests.TryGetValue outcome.Request.Id with
                         | false, _ -> Error RequestError.NotRunning
                         | true, stored ->
-                            fence outcome.Token stored
+                            HandlerRequest.checkToken outcome.Token stored
                             |> Result.map (fun () -> write stored outcome.Request))))
 
         member _.BeginHandlerTransaction _ = None

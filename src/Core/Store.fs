@@ -37,7 +37,7 @@ type ProcessError =
     | EventNotFound
     /// The event was processed already (by this or another processor).
     | AlreadyProcessed
-    /// The claim lapsed and another processor claimed the event since.
+    /// The claim no longer holds the event: it lapsed or was released (and another processor may hold it).
     | StaleClaim
 
     /// A sentence that says why.
@@ -45,7 +45,8 @@ type ProcessError =
         match this with
         | EventNotFound -> "the event is not in the store"
         | AlreadyProcessed -> "the event was processed already"
-        | StaleClaim -> "the event's claim lapsed and another processor claimed it since"
+        | StaleClaim ->
+            "the claim no longer holds the event (it lapsed or was released, and may be held by another processor)"
 
 /// Store-specific work a handler did (a Marten session's changes, say), committed with its request's
 /// outcome in one transaction, or discarded when the outcome is refused.
@@ -132,7 +133,9 @@ type AdminError =
 type WorkSignal =
     /// New events were appended.
     | EventsAppended
-    /// New handler requests were created or made runnable.
+    /// New handler requests were created (by a processing commit), or a request was made runnable by an
+    /// administrative update (re-execute). Backoffs that end and recovered leases raise nothing: the
+    /// executor's polling interval finds those.
     | RequestsReady
 
 /// The port every store implements: what the engine and administration need, in batches, safe for
@@ -192,7 +195,8 @@ type IEventStore =
     abstract DeadRequestNamesAsync: cancellationToken: CancellationToken -> Task<EventName list * HandlerName list>
 
     /// Applies a core transition to the request with this id, atomically (read, decide, write), and
-    /// returns the request as written.
+    /// returns the request as written. The transition must be pure: a store may run it more than once
+    /// (after a conflicting write) or while it holds a row lock.
     abstract UpdateRequestAsync:
         id: Guid *
         transition: (HandlerRequest -> Result<HandlerRequest, RequestError>) *

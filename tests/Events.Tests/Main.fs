@@ -14,6 +14,12 @@ let all =
         "Events"
         [
             NamesTests.tests
+            EventDataTests.tests
+            EventTests.tests
+            BackoffTests.tests
+            ConfigurationTests.tests
+            HandlerRequestTests.tests
+            InMemoryStoreTests.tests
             EngineTests.engineSuite "memory" inMemory
             SchedulerTests.statusMachine
             SchedulerTests.schedulerSuite "memory" inMemory
