@@ -54,8 +54,8 @@ module internal Processes =
         else
             run program arguments
 
-    let private onPath (name: string) =
-        match Environment.GetEnvironmentVariable "PATH" with
+    let private onPath (path: string) (name: string) =
+        match path with
         | null -> None
         | path ->
             path.Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries)
@@ -69,13 +69,19 @@ module internal Processes =
         | true, version -> version
         | false, _ -> Version(0, 0)
 
-    /// initdb and pg_ctl from PATH, else from the newest /usr/lib/postgresql/VERSION/bin.
-    let findBinaries () : ServerBinaries =
-        match onPath "initdb", onPath "pg_ctl" with
+    /// The message of the failure to find server binaries: what to install.
+    [<Literal>]
+    let MissingBinaries =
+        "No PostgreSQL server binaries found (initdb and pg_ctl, on PATH or in "
+        + "/usr/lib/postgresql/VERSION/bin). Install them (Debian: apt-get install postgresql), "
+        + "or set EVENTS_TEST_POSTGRES to the connection string of a server to use."
+
+    /// initdb and pg_ctl from the folders of `path` (a PATH value), else from the newest
+    /// `root`/VERSION/bin; throws `InvalidOperationException` saying what to install when neither has them.
+    let findBinariesIn (path: string) (root: string) : ServerBinaries =
+        match onPath path "initdb", onPath path "pg_ctl" with
         | Some initDb, Some pgCtl -> { InitDb = initDb; PgCtl = pgCtl }
         | _ ->
-            let root = "/usr/lib/postgresql"
-
             let installed =
                 if Directory.Exists root then
                     Directory.GetDirectories root
@@ -92,12 +98,11 @@ module internal Processes =
                     InitDb = Path.Combine(folder, "bin", "initdb")
                     PgCtl = Path.Combine(folder, "bin", "pg_ctl")
                 }
-            | None ->
-                invalidOp (
-                    "No PostgreSQL server binaries found (initdb and pg_ctl, on PATH or in "
-                    + "/usr/lib/postgresql/VERSION/bin). Install them (Debian: apt-get install postgresql), "
-                    + "or set EVENTS_TEST_POSTGRES to the connection string of a server to use."
-                )
+            | None -> invalidOp MissingBinaries
+
+    /// initdb and pg_ctl from PATH, else from the newest /usr/lib/postgresql/VERSION/bin.
+    let findBinaries () =
+        findBinariesIn (Environment.GetEnvironmentVariable "PATH") "/usr/lib/postgresql"
 
     /// A TCP port on the loopback address that nothing listens on right now.
     let freeLoopbackPort () =
@@ -262,7 +267,11 @@ type ThrowawayPostgres private (hosting: Hosting, connectionString: string) =
     /// Starts a throwaway server (or, with EVENTS_TEST_POSTGRES set, creates a fresh database in that
     /// server). Throws when no server binaries are installed, saying how to install them.
     static member StartAsync() : Task<ThrowawayPostgres> =
-        match Environment.GetEnvironmentVariable ThrowawayPostgres.EnvironmentVariable with
+        ThrowawayPostgres.StartAsync(Environment.GetEnvironmentVariable ThrowawayPostgres.EnvironmentVariable)
+
+    /// Starts as `StartAsync` does, with the value of EVENTS_TEST_POSTGRES given.
+    static member internal StartAsync(serverConnectionString: string) : Task<ThrowawayPostgres> =
+        match serverConnectionString with
         | null
         | "" -> startOwn ()
         | serverConnectionString ->
