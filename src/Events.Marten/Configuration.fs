@@ -69,6 +69,18 @@ type MartenConfiguration =
         if isNull options then
             nullArg (nameof options)
 
+        // Configured already: the listener is the mark.
+        if
+            not (
+                options.Listeners
+                |> Seq.exists (fun listener -> listener :? RaisedEventsListener)
+            )
+        then
+            MartenConfiguration.Configure options schemaName
+
+        options
+
+    static member private Configure (options: StoreOptions) (schemaName: string) =
         match options.Serializer() with
         | :? SystemTextJsonSerializer -> ()
         | _ -> options.UseSystemTextJsonForSerialization()
@@ -80,13 +92,7 @@ type MartenConfiguration =
             events.DatabaseSchemaName schemaName |> ignore
             requests.DatabaseSchemaName schemaName |> ignore
 
-        if
-            not (
-                options.Listeners
-                |> Seq.exists (fun listener -> listener :? RaisedEventsListener)
-            )
-        then
-            options.Listeners.Add(RaisedEventsListener())
+        options.Listeners.Add(RaisedEventsListener())
 
         options.Policies.ForAllDocuments(fun mapping ->
             if mapping.DocumentType = typeof<EventDocument> then
@@ -94,5 +100,3 @@ type MartenConfiguration =
             elif mapping.DocumentType = typeof<RequestDocument> then
                 MartenConfiguration.MapRequests mapping)
         |> ignore
-
-        options

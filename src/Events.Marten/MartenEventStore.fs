@@ -403,6 +403,8 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
     do
         if options.ListenForWork then
             listener <- Task.Run<unit>(fun () -> listen ())
+        else
+            listening.TrySetResult() |> ignore
 
     /// A store over a Marten document store configured with `UseEventsDocuments` (whose schema the
     /// application applies). The document store stays the caller's.
@@ -450,8 +452,8 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
     /// The store's settings.
     member _.Options = options
 
-    /// Completes when the work listener is connected and listening (at once when it is not running,
-    /// it completes only once it listens again after a failure).
+    /// Completes when the work listener is connected and listening; after a failure, the task read then
+    /// completes once it listens again. Completed at once when the store does not listen.
     member _.WhenListening: Task = listening.Task
 
     /// Raised when the work listener's connection fails (it reconnects after a wait).

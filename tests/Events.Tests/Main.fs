@@ -5,7 +5,8 @@ open System.IO
 open Expecto
 open Expecto.Impl
 
-let all = testList "Events" [ NamesTests.tests; MartenStoreTests.tests ]
+let all =
+    testList "Events" [ NamesTests.tests; ThrowawayPostgresTests.tests; MartenStoreTests.tests ]
 
 /// Writes "passed failed" to the file named by EVENTS_TEST_COUNTS, for the test script to sum.
 let private recordCounts (summary: TestRunSummary) =

@@ -19,14 +19,7 @@ open global.Events
 open Events.Marten
 open Events.Testing
 
-/// One throwaway server for the whole run, started on first use and stopped when the process exits.
-let private server =
-    lazy
-        (let postgres = ThrowawayPostgres.StartAsync().GetAwaiter().GetResult()
-
-         AppDomain.CurrentDomain.ProcessExit.Add(fun _ -> postgres.DisposeAsync().AsTask().GetAwaiter().GetResult())
-
-         postgres)
+let private server = ThrowawayPostgresTests.server
 
 let private none = CancellationToken.None
 
@@ -435,6 +428,12 @@ let private events =
                             let given =
                                 { applicationEvent 5.0 "earlier" with
                                     CorrelationId = Some(Guid.CreateVersion7())
+                                    Trace =
+                                        Some
+                                            {
+                                                TraceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+                                                TraceState = Some "congo=t61rcWkgMzE"
+                                            }
                                 }
 
                             let domain =
@@ -923,6 +922,124 @@ let private requests =
                                 do! (transaction :> IHandlerTransaction).DisposeAsync()
                             | Some other -> failtest $"unexpected transaction %A{other}"
                             | None -> failtest "the Marten store opens handler transactions"
+                        })
+            }
+        ]
+
+/// Counts the commands (single statements or batches: one round trip each) Npgsql sends to one
+/// database while the body runs.
+let private countCommands (database: string) (body: unit -> Task<unit>) =
+    task {
+        let count = ref 0
+
+        let sees (activity: Activity) =
+            activity.TagObjects
+            |> Seq.exists (fun tag -> String.Equals(string tag.Value, database, StringComparison.Ordinal))
+
+        use listener =
+            new ActivityListener(
+                ShouldListenTo = (fun source -> source.Name = "Npgsql"),
+                Sample = SampleActivity<ActivityContext>(fun _ -> ActivitySamplingResult.AllDataAndRecorded),
+                ActivityStopped =
+                    (fun activity ->
+                        if sees activity && activity.Kind = ActivityKind.Client then
+                            Interlocked.Increment count |> ignore)
+            )
+
+        ActivitySource.AddActivityListener listener
+        do! body ()
+        return count.Value
+    }
+
+let private roundTrips =
+    testList
+        "round trips"
+        [
+            testTask "claims, fan-outs, outcomes and gauges each take one round trip per batch" {
+                do!
+                    withStore (fun store ->
+                        task {
+                            use session = store.DocumentStore.QuerySession()
+                            let! names = session.QueryAsync<string> "select current_database()"
+                            let database = Seq.head names
+                            let! _ = append (port store) [ for i in 1..20 -> applicationEvent (float i) "batch" ]
+                            let claims = ref []
+
+                            let! claimTrips =
+                                countCommands database (fun () ->
+                                    task {
+                                        let! claimed = (port store).ClaimEventsAsync(10, at 0.0, lease, none)
+                                        claims.Value <- claimed
+                                    })
+
+                            Expect.equal claimTrips 1 "claiming ten events is one round trip"
+
+                            let processed =
+                                claims.Value
+                                |> List.map (fun claim ->
+                                    {
+                                        EventId = claim.Event.Id
+                                        Token = claim.Token
+                                        ProcessedAt = at 1.0
+                                        Requests =
+                                            [ for h in 1..3 -> requestFor claim.Event $"h%d{h}" (settings 5 50) ]
+                                    })
+
+                            let! commitTrips =
+                                countCommands database (fun () ->
+                                    task {
+                                        let! results = (port store).CommitProcessingAsync(processed, none)
+                                        Expect.allEqual results (Ok()) "the fan-outs commit"
+                                    })
+
+                            Expect.equal commitTrips 1 "committing ten fan-outs of three requests is one round trip"
+                            let requests = ref []
+
+                            let! requestTrips =
+                                countCommands database (fun () ->
+                                    task {
+                                        let! claim = (port store).ClaimRequestsAsync(10, at 2.0, lease, none)
+                                        requests.Value <- claim.Claimed
+                                    })
+
+                            Expect.equal requestTrips 1 "recovering and claiming ten requests is one round trip"
+
+                            let outcomes =
+                                requests.Value
+                                |> List.map (fun request ->
+                                    let token = (HandlerRequest.lease request).Value.Token
+
+                                    match
+                                        HandlerRequest.transition
+                                            BackoffPolicy.Default
+                                            (RequestCommand.Succeed(token, at 3.0))
+                                            request
+                                    with
+                                    | Ok next ->
+                                        {
+                                            Request = next
+                                            Token = token
+                                            Transaction = None
+                                        }
+                                    | Error error -> failwith error.Message)
+
+                            let! outcomeTrips =
+                                countCommands database (fun () ->
+                                    task {
+                                        let! results = (port store).RecordOutcomesAsync(outcomes, none)
+                                        Expect.allEqual results (Ok()) "the outcomes are written"
+                                    })
+
+                            Expect.equal outcomeTrips 1 "writing ten outcomes is one round trip"
+
+                            let! statsTrips =
+                                countCommands database (fun () ->
+                                    task {
+                                        let! _ = (port store).StatsAsync(at 4.0, none)
+                                        ()
+                                    })
+
+                            Expect.equal statsTrips 1 "the gauges are one round trip"
                         })
             }
         ]
@@ -1557,9 +1674,24 @@ let private schema =
                                 ddl
                                 "applying the schema twice must change nothing (partial indexes included)"
 
-                            let! _ = append (port store) [ applicationEvent 0.0 "schema" ]
+                            let! _ =
+                                appendAndProcess (port store) [ applicationEvent 0.0 "schema" ] [ "h", settings 5 50 ]
+
                             let! all = listAsync ((port store).EventsAsync none)
                             Expect.equal all.Length 1 "the store works in its own schema"
+                            let event = applicationEvent 1.0 "seeded"
+                            do! seedRequests store [ requestFor event "h" (settings 5 50) ]
+                            use session = store.DocumentStore.QuerySession()
+
+                            let! types =
+                                session.QueryAsync<string>(
+                                    "select distinct mt_dotnet_type from events_schema.mt_doc_events_request"
+                                )
+
+                            Expect.equal
+                                (List.ofSeq types)
+                                [ typeof<RequestDocument>.FullName ]
+                                "rows the store inserts carry the type name Marten writes"
                         })
             }
         ]
@@ -1572,6 +1704,7 @@ let tests =
             equivalence
             events
             requests
+            roundTrips
             transactions
             outbox
             administration
