@@ -165,7 +165,9 @@ module internal Db =
         | 1 -> RequestError.AlreadyCompleted
         | 2 -> RequestError.AlreadyCanceled
         | 4 -> RequestError.StaleToken
-        | _ -> RequestError.NotRunning
+        | 0
+        | 3 -> RequestError.NotRunning
+        | other -> invalidOp $"unknown request shape %d{other} from the outcome statement"
 
 /// Enumerates a table page by page in (event time, id) order, each page read when needed.
 [<Sealed>]
@@ -217,7 +219,9 @@ type private PagedEnumerable<'item>
 /// The store port on Marten and PostgreSQL: events and handler requests are Marten documents (see
 /// `UseEventsDocuments`); the hot paths (claims, fan-out commits, outcomes) are single SQL statements
 /// over their duplicated columns and partial indexes, safe for many processes sharing the database
-/// (`FOR UPDATE SKIP LOCKED`, fencing tokens); new work is signalled with LISTEN/NOTIFY.
+/// (`FOR UPDATE SKIP LOCKED`, fencing tokens). New work raises `WorkArrived` in this process as soon as
+/// it is committed, and in every process through LISTEN/NOTIFY (so this process may hear it twice).
+/// Times are compared by PostgreSQL to the microsecond; documents keep them to the tick.
 [<Sealed>]
 type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreOptions, ownsStore: bool) =
 
@@ -297,7 +301,12 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
 
     /// Writes one outcome with the handler's session in the same transaction: the fenced write first,
     /// the session's changes only if it was written.
-    let recordInTransaction (outcome: OutcomeWrite) (session: IDocumentSession) (cancellationToken: CancellationToken) =
+    let recordInTransaction
+        (outcome: OutcomeWrite)
+        (transaction: MartenHandlerTransaction)
+        (session: IDocumentSession)
+        (cancellationToken: CancellationToken)
+        =
         task {
             let! _ = session.BeginTransactionAsync cancellationToken
 
@@ -310,14 +319,19 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
             let! _ = reader.ReadAsync cancellationToken
             let written = reader.GetBoolean 0
             let shape = reader.GetInt32 1
+            let ready = reader.GetBoolean 2
             do! reader.DisposeAsync()
 
             if written then
                 do! session.SaveChangesAsync cancellationToken
+
+                if ready then
+                    workArrived.Trigger WorkSignal.RequestsReady
+
                 return Ok()
             else
                 // Disposing the session rolls its transaction back, with the handler's changes.
-                do! session.DisposeAsync()
+                do! (transaction :> IHandlerTransaction).DisposeAsync()
                 return Error(Db.refusal shape)
         }
 
@@ -335,6 +349,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                 use command = Db.command connection recordOutcomesSql parameters
                 use! reader = command.ExecuteReaderAsync cancellationToken
                 let results = ResizeArray()
+                let mutable ready = false
                 let! more = reader.ReadAsync cancellationToken
                 let mutable more = more
 
@@ -346,8 +361,12 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                             Error(Db.refusal (reader.GetInt32 1))
                     )
 
+                    ready <- ready || reader.GetBoolean 2
                     let! next = reader.ReadAsync cancellationToken
                     more <- next
+
+                if ready then
+                    workArrived.Trigger WorkSignal.RequestsReady
 
                 return List.ofSeq results
         }
@@ -446,6 +465,17 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                     documentStore.Dispose()
         }
 
+    /// `CreateAsync`, blocking until the schema is applied: for tests and scripts.
+    static member Create
+        (connectionString: string, ?schemaName: string, ?options: MartenEventStoreOptions)
+        : MartenEventStore =
+        let options = defaultArg options MartenEventStoreOptions.Default
+
+        match schemaName with
+        | Some schema -> MartenEventStore.CreateAsync(connectionString, schema, options)
+        | None -> MartenEventStore.CreateAsync(connectionString, options = options)
+        |> _.GetAwaiter().GetResult()
+
     /// The Marten document store the store works in.
     member _.DocumentStore = store
 
@@ -506,6 +536,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                             )
                         )
 
+                    workArrived.Trigger WorkSignal.EventsAppended
                     return stored
             }
 
@@ -588,20 +619,27 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                             try
                                 use! reader = command.ExecuteReaderAsync cancellationToken
                                 let results = ResizeArray()
+                                let mutable ready = false
                                 let! more = reader.ReadAsync cancellationToken
                                 let mutable more = more
 
                                 while more do
+                                    ready <- ready || reader.GetBoolean 1
+
                                     results.Add(
                                         match reader.GetInt32 0 with
                                         | 0 -> Ok()
                                         | 1 -> Error ProcessError.EventNotFound
                                         | 2 -> Error ProcessError.AlreadyProcessed
-                                        | _ -> Error ProcessError.StaleClaim
+                                        | 3 -> Error ProcessError.StaleClaim
+                                        | other -> invalidOp $"unknown result %d{other} from the commit statement"
                                     )
 
                                     let! next = reader.ReadAsync cancellationToken
                                     more <- next
+
+                                if ready then
+                                    workArrived.Trigger WorkSignal.RequestsReady
 
                                 return List.ofSeq results
                             with :? PostgresException as error when error.SqlState = PostgresErrorCodes.UniqueViolation ->
@@ -689,7 +727,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                     | Some(:? MartenHandlerTransaction as transaction) when
                         (transaction :> IHandlerTransaction).HasChanges
                         ->
-                        transaction.Opened
+                        transaction.Opened |> Option.map (fun session -> transaction, session)
                     | Some(:? MartenHandlerTransaction) -> None
                     | Some other ->
                         invalidArg
@@ -712,8 +750,8 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
 
                 for index, outcome, session in transactional do
                     match session with
-                    | Some session ->
-                        let! result = recordInTransaction outcome session cancellationToken
+                    | Some(transaction, session) ->
+                        let! result = recordInTransaction outcome transaction session cancellationToken
                         results[index] <- result
                     | None -> ()
 
@@ -946,6 +984,14 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                         | RequestState.Canceled _ -> ()
 
                         do! transaction.CommitAsync cancellationToken
+
+                        match next.State with
+                        | RequestState.Runnable _ -> workArrived.Trigger WorkSignal.RequestsReady
+                        | RequestState.Running _
+                        | RequestState.Completed _
+                        | RequestState.Dead
+                        | RequestState.Canceled _ -> ()
+
                         return Ok next
                 | _ -> return Error(AdminError.RequestNotFound id)
             }

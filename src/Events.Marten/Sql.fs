@@ -102,7 +102,7 @@ module internal Sql =
                 "ix_events_request_runnable_age", [| "event_timestamp" |], [| "backoff_until" |], Predicates.Waiting
                 "ix_events_request_dead", [| "event_timestamp"; "id" |], [||], Predicates.Dead
                 "ix_events_request_dead_names", [| "event_name"; "handler_name" |], [||], Predicates.Dead
-                "ix_events_request_running", [| "lease_until" |], [||], Predicates.Running
+                "ix_events_request_running", [| "lease_until"; "id" |], [||], Predicates.Running
             ]
 
     /// The store's qualified table names.

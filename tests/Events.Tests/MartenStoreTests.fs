@@ -1526,6 +1526,92 @@ let private notifications =
     testList
         "LISTEN/NOTIFY"
         [
+            testTask "new work signals this process as soon as it is committed, without the listener" {
+                do!
+                    withStore (fun store ->
+                        task {
+                            let signals = ConcurrentQueue<WorkSignal>()
+                            use _ = (port store).WorkArrived.Subscribe signals.Enqueue
+
+                            let! created =
+                                appendAndProcess (port store) [ applicationEvent 1.0 "local" ] [ "h", settings 1 50 ]
+
+                            Expect.sequenceEqual
+                                signals
+                                [ WorkSignal.EventsAppended; WorkSignal.RequestsReady ]
+                                "an append signals events, a fan-out with requests signals requests"
+
+                            signals.Clear()
+                            let! claim = (port store).ClaimRequestsAsync(1, at 10.0, lease, none)
+                            let request = claim.Claimed.Head
+                            let token = (HandlerRequest.lease request).Value.Token
+
+                            // What the engine's Release command makes: the request given back unrun.
+                            let released =
+                                { request with
+                                    State = RequestState.Runnable None
+                                }
+
+                            let! _ =
+                                (port store)
+                                    .RecordOutcomesAsync(
+                                        [
+                                            {
+                                                Request = released
+                                                Token = token
+                                                Transaction = None
+                                            }
+                                        ],
+                                        none
+                                    )
+
+                            Expect.sequenceEqual
+                                signals
+                                [ WorkSignal.RequestsReady ]
+                                "a released request is ready again"
+
+                            signals.Clear()
+                            let! claim = (port store).ClaimRequestsAsync(1, at 11.0, lease, none)
+                            let request = claim.Claimed.Head
+                            let token = (HandlerRequest.lease request).Value.Token
+
+                            let dead =
+                                match
+                                    HandlerRequest.transition
+                                        BackoffPolicy.Default
+                                        (RequestCommand.Fail(token, at 12.0, "no", 0.0))
+                                        request
+                                with
+                                | Ok next -> next
+                                | Error error -> failwith error.Message
+
+                            let! _ =
+                                (port store)
+                                    .RecordOutcomesAsync(
+                                        [
+                                            {
+                                                Request = dead
+                                                Token = token
+                                                Transaction = None
+                                            }
+                                        ],
+                                        none
+                                    )
+
+                            Expect.isEmpty signals "a dead request signals nothing"
+
+                            let! _ =
+                                (port store)
+                                    .UpdateRequestAsync(
+                                        created.Head.Id,
+                                        HandlerRequest.transition BackoffPolicy.Default RequestCommand.ReExecute,
+                                        none
+                                    )
+
+                            Expect.sequenceEqual signals [ WorkSignal.RequestsReady ] "a re-executed request is ready"
+                        })
+            }
+
             testTask "appends and fan-outs wake listeners in other stores of the same database" {
                 let! connectionString = server.Value.CreateDatabaseAsync()
 
@@ -1695,6 +1781,14 @@ let private schema =
                         })
             }
         ]
+
+/// A Marten store over a fresh database of the run's server, listening for work: for suites that take
+/// a store factory (the store contract). Dispose it after use.
+let freshStore () : Task<MartenEventStore> =
+    task {
+        let! connectionString = server.Value.CreateDatabaseAsync()
+        return! MartenEventStore.CreateAsync connectionString
+    }
 
 /// The Marten store's tests.
 let tests =
