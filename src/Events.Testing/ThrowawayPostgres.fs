@@ -133,9 +133,13 @@ type ThrowawayPostgres private (hosting: Hosting, connectionString: string) =
     static let quoteIdentifier (name: string) =
         "\"" + name.Replace("\"", "\"\"") + "\""
 
+    /// The connection string of a database: pooled connections idle for 10 s are closed, so that tests
+    /// that leave many short-lived pools behind do not use up the server's connections.
     static let connectionStringFor (baseConnectionString: string) (database: string) =
         let builder = NpgsqlConnectionStringBuilder(baseConnectionString)
         builder.Database <- database
+        builder.ConnectionIdleLifetime <- 10
+        builder.ConnectionPruningInterval <- 5
         builder.ConnectionString
 
     static let dataFolder folder = Path.Combine(folder, "data")
@@ -155,7 +159,7 @@ type ThrowawayPostgres private (hosting: Hosting, connectionString: string) =
                     "-c fsync=off"
                     "-c synchronous_commit=off"
                     "-c full_page_writes=off"
-                    "-c max_connections=300"
+                    "-c max_connections=500"
                 ]
             )
 
@@ -231,13 +235,10 @@ type ThrowawayPostgres private (hosting: Hosting, connectionString: string) =
                         attempt <- attempt + 1
 
                 let connectionString =
-                    NpgsqlConnectionStringBuilder(
-                        Host = "127.0.0.1",
-                        Port = port,
-                        Username = "postgres",
-                        Database = "postgres"
-                    )
-                        .ConnectionString
+                    connectionStringFor
+                        (NpgsqlConnectionStringBuilder(Host = "127.0.0.1", Port = port, Username = "postgres")
+                            .ConnectionString)
+                        "postgres"
 
                 return new ThrowawayPostgres(Own(binaries, folder, port), connectionString)
             with e ->

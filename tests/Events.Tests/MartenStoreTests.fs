@@ -1782,12 +1782,13 @@ let private schema =
             }
         ]
 
-/// A Marten store over a fresh database of the run's server, listening for work: for suites that take
-/// a store factory (the store contract). Dispose it after use.
+/// A Marten store over a fresh database of the run's server, for suites that take a store factory
+/// (the store contract). It does not listen (its own work still signals it), so that suites that never
+/// dispose their stores leave no connection behind once the pool's idle connections are closed.
 let freshStore () : Task<MartenEventStore> =
     task {
         let! connectionString = server.Value.CreateDatabaseAsync()
-        return! MartenEventStore.CreateAsync connectionString
+        return! MartenEventStore.CreateAsync(connectionString, options = quiet)
     }
 
 /// The Marten store's tests.
