@@ -24,15 +24,20 @@ type MartenEventStoreOptions =
         ReconnectDelay: TimeSpan
         /// The longest wait before the listener reconnects (default 30 s).
         MaxReconnectDelay: TimeSpan
+        /// How long the listener waits for a notification before it checks that its connection is alive
+        /// (a connection dropped without a reset would otherwise wait forever; default 30 s).
+        ListenerProbeInterval: TimeSpan
     }
 
-    /// Recovers at most 1000 lapsed leases per claim, listens, reconnects after 1 s doubling to 30 s.
+    /// Recovers at most 1000 lapsed leases per claim, listens (probing its connection every 30 s),
+    /// reconnects after 1 s doubling to 30 s.
     static member Default =
         {
             MaxRecoveredPerClaim = 1000
             ListenForWork = true
             ReconnectDelay = TimeSpan.FromSeconds 1.0
             MaxReconnectDelay = TimeSpan.FromSeconds 30.0
+            ListenerProbeInterval = TimeSpan.FromSeconds 30.0
         }
 
 /// A handler's own work in a lightweight Marten session, opened on first use, committed in the same
@@ -238,6 +243,9 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
         then
             invalidArg (nameof options) "ReconnectDelay must be positive and not above MaxReconnectDelay"
 
+        if options.ListenerProbeInterval <= TimeSpan.Zero then
+            invalidArg (nameof options) "ListenerProbeInterval must be positive"
+
     let layout = StoreLayout.ofOptions store.Options
     let tables = layout.Tables
     let requestType = typeof<RequestDocument>.FullName
@@ -399,8 +407,15 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                     delay <- options.ReconnectDelay
                     listening.TrySetResult() |> ignore
 
+                    use probe = Db.command connection Sql.Probe []
+
                     while true do
-                        do! connection.WaitAsync token
+                        let! notified = connection.WaitAsync(options.ListenerProbeInterval, token)
+
+                        if not notified then
+                            // Quiet for a while: a query fails if the connection is gone.
+                            let! _ = probe.ExecuteScalarAsync token
+                            ()
                 with
                 | :? OperationCanceledException when token.IsCancellationRequested -> ()
                 | error ->

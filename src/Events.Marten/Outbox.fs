@@ -42,18 +42,22 @@ module internal Outbox =
         stored
 
 /// Appends the events raised by saved `IRaiseEvents` entities in the same session, and clears the
-/// entities' raised events once the session commits. Registered by `UseEventsDocuments`.
+/// entities' raised events once the session commits (all of them: an event raised on the entity while
+/// the commit runs is cleared too, so raise events before saving). The entity's `Raiser` should be
+/// marked `[JsonIgnore]` so it is not stored in the entity's document. Registered by
+/// `UseEventsDocuments`.
 [<Sealed>]
 type RaisedEventsListener() =
     inherit DocumentSessionListenerBase()
 
     static let raisers (documents: seq<obj>) =
+        let seen = HashSet<obj>(ReferenceEqualityComparer.Instance)
+
         documents
         |> Seq.choose (fun document ->
             match document with
-            | :? IRaiseEvents as entity -> Some entity
+            | :? IRaiseEvents as entity when seen.Add entity -> Some entity
             | _ -> None)
-        |> Seq.distinctBy LanguagePrimitives.PhysicalHash
         |> List.ofSeq
 
     /// Queues the inserts of the events raised by the entities the session is about to save.

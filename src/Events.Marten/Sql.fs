@@ -318,6 +318,10 @@ WHERE id = $1"""
     [<Literal>]
     let RequestsPayload = "requests"
 
+    /// A query that fails when the connection is gone.
+    [<Literal>]
+    let Probe = "SELECT 1"
+
     /// Listens on the channel.
     let listen (channel: string) = $"LISTEN \"%s{channel}\""
 

@@ -342,8 +342,6 @@ type ThrowawayPostgres private (hosting: Hosting, connectionString: string) =
     member _.DisposeAsync() : ValueTask =
         ValueTask(
             task {
-                NpgsqlConnection.ClearAllPools()
-
                 match hosting with
                 | Own(binaries, folder, _) ->
                     try

@@ -1618,7 +1618,18 @@ let private notifications =
                 let! (writer: MartenEventStore) =
                     MartenEventStore.CreateAsync(connectionString, options = quiet)
 
-                let! (listener: MartenEventStore) = MartenEventStore.CreateAsync(connectionString)
+                let! (listener: MartenEventStore) =
+                    MartenEventStore.CreateAsync(
+                        connectionString,
+                        options =
+                            { MartenEventStoreOptions.Default with
+                                ListenerProbeInterval = TimeSpan.FromMilliseconds 50.0
+                            }
+                    )
+
+                let failures = ref 0
+                // Lives as long as the listener, which the test disposes.
+                listener.ListenerFailed.Add(fun _ -> Interlocked.Increment failures |> ignore)
 
                 do!
                     finallyAsync
@@ -1667,6 +1678,7 @@ let private notifications =
                                 do! session.SaveChangesAsync()
                                 do! within outbox "the outbox's events notification"
                                 subscription.Dispose()
+                                Expect.equal failures.Value 0 "probing a live connection every 50 ms never fails"
                             })
             }
 
