@@ -9,6 +9,21 @@ open Expecto.Impl
 let private inMemory () =
     System.Threading.Tasks.Task.FromResult(new Events.InMemoryStore() :> Events.IEventStore)
 
+/// Makes a Marten store over a fresh database of the run's throwaway PostgreSQL.
+let private marten () =
+    task {
+        let! store = MartenStoreTests.freshStore ()
+        return store :> Events.IEventStore
+    }
+
+/// The store contract works PostgreSQL less hard than memory: each model case makes a database.
+let private martenContract =
+    { StoreContractTests.defaultConfig with
+        ModelCases = 40
+        ConcurrentRequests = 1000
+        ConcurrentEvents = 600
+    }
+
 let all =
     testList
         "Events"
@@ -24,6 +39,12 @@ let all =
             SchedulerTests.statusMachine
             SchedulerTests.schedulerSuite "memory" inMemory
             TelemetryTests.telemetrySuite "memory" inMemory
+            ThrowawayPostgresTests.tests
+            MartenStoreTests.tests
+            StoreContractTests.storeContractWith martenContract "Store contract on marten" marten
+            EngineTests.engineSuite "marten" marten
+            SchedulerTests.schedulerSuite "marten" marten
+            TelemetryTests.telemetrySuite "marten" marten
         ]
 
 /// Writes "passed failed" to the file named by EVENTS_TEST_COUNTS, for the test script to sum.

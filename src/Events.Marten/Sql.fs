@@ -1,0 +1,372 @@
+namespace Events.Marten
+
+/// The names of the store's tables, columns and indexes, and every SQL statement the store runs
+/// itself (Marten writes the rest). Statements take positional parameters ($1, $2 ...), always.
+[<RequireQualifiedAccess>]
+module internal Sql =
+
+    /// Marten's document alias of events (its table is mt_doc_{alias}).
+    [<Literal>]
+    let EventAlias = "events_event"
+
+    /// Marten's document alias of handler requests.
+    [<Literal>]
+    let RequestAlias = "events_request"
+
+    /// Columns duplicated out of the documents' JSON, so the hot queries read plain indexed columns.
+    /// Each is written with its JSON field, in the same statement, by Marten and by this module.
+    module Columns =
+        // events
+        [<Literal>]
+        let EventTimestamp = "event_timestamp"
+
+        [<Literal>]
+        let ProcessedAt = "processed_at"
+
+        [<Literal>]
+        let ClaimToken = "claim_token"
+
+        [<Literal>]
+        let ClaimUntil = "claim_until"
+
+        // requests (also EventTimestamp and ClaimToken)
+        [<Literal>]
+        let HandlerName = "handler_name"
+
+        [<Literal>]
+        let EventName = "event_name"
+
+        [<Literal>]
+        let Priority = "priority"
+
+        [<Literal>]
+        let Errors = "errors"
+
+        [<Literal>]
+        let MaxErrors = "max_errors"
+
+        [<Literal>]
+        let BackoffUntil = "backoff_until"
+
+        [<Literal>]
+        let CompletedAt = "completed_at"
+
+        [<Literal>]
+        let CanceledAt = "canceled_at"
+
+        [<Literal>]
+        let LeaseUntil = "lease_until"
+
+    /// Predicates shared by the partial indexes and the queries, spelled the same in both so that the
+    /// planner matches them. Each is the SQL form of a core predicate over `stateOfFields`.
+    module Predicates =
+        /// Not processed: `Event.isProcessed` is false.
+        [<Literal>]
+        let Unprocessed = "processed_at IS NULL"
+
+        /// The shape of a Runnable state: no end, no lease, errors below max (backoff aside).
+        [<Literal>]
+        let Waiting =
+            "completed_at IS NULL AND canceled_at IS NULL AND lease_until IS NULL AND errors < max_errors"
+
+        /// The Dead state (`HandlerRequest.isDead`).
+        [<Literal>]
+        let Dead =
+            "completed_at IS NULL AND canceled_at IS NULL AND lease_until IS NULL AND errors >= max_errors"
+
+        /// The Running state: a lease is held.
+        [<Literal>]
+        let Running = "lease_until IS NOT NULL"
+
+        /// Runnable at $1 (`HandlerRequest.isRunnable`): waiting and any backoff passed.
+        let runnableAt (nowParameter: string) =
+            $"%s{Waiting} AND (backoff_until IS NULL OR backoff_until <= %s{nowParameter})"
+
+    /// The store's indexes: (name, columns, included columns, predicate).
+    module Indexes =
+        /// Events: unprocessed ones, oldest first (claims, the unprocessed gauges).
+        let events: (string * string[] * string[] * string) list =
+            [
+                "ix_events_unprocessed", [| "event_timestamp"; "id" |], [||], Predicates.Unprocessed
+            ]
+
+        /// Requests: runnable in the core's run order (claims); runnable by event time (the gauges); dead
+        /// by event time (the admin page) and by names (filters, distinct names); running by lease end
+        /// (recovery).
+        let requests: (string * string[] * string[] * string) list =
+            [
+                "ix_events_request_runnable",
+                [| "priority"; "event_timestamp"; "id" |],
+                [| "backoff_until" |],
+                Predicates.Waiting
+                "ix_events_request_runnable_age", [| "event_timestamp" |], [| "backoff_until" |], Predicates.Waiting
+                "ix_events_request_dead", [| "event_timestamp"; "id" |], [||], Predicates.Dead
+                "ix_events_request_dead_names", [| "event_name"; "handler_name" |], [||], Predicates.Dead
+                "ix_events_request_running", [| "lease_until"; "id" |], [||], Predicates.Running
+            ]
+
+    /// The store's qualified table names.
+    type Tables = { Events: string; Requests: string }
+
+    /// The columns every request write sets from a document, in the order of `requestValues`.
+    let private requestColumns =
+        "data, handler_name, event_name, event_timestamp, priority, errors, max_errors, backoff_until, "
+        + "completed_at, canceled_at, lease_until, claim_token"
+
+    /// Claims up to $3 unprocessed events whose claim is absent or lapsed at $1, oldest first, each with
+    /// a fresh token, until $2 ($4: $2 as JSON). Returns the claimed documents.
+    let claimEvents (tables: Tables) =
+        $"""
+WITH picked AS MATERIALIZED (
+    SELECT id, gen_random_uuid() AS token
+    FROM %s{tables.Events}
+    WHERE %s{Predicates.Unprocessed} AND (claim_until IS NULL OR claim_until <= $1)
+    ORDER BY event_timestamp, id
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED)
+UPDATE %s{tables.Events} AS e
+SET claim_token = picked.token,
+    claim_until = $2,
+    data = e.data || jsonb_build_object('claimToken', picked.token, 'claimUntil', $4::jsonb),
+    mt_last_modified = transaction_timestamp()
+FROM picked
+WHERE e.id = picked.id
+RETURNING e.data::text"""
+
+    /// Gives back the claims ($1 ids, $2 tokens) that still hold their events.
+    let releaseEvents (tables: Tables) =
+        $"""
+UPDATE %s{tables.Events} AS e
+SET claim_token = NULL,
+    claim_until = NULL,
+    data = e.data || jsonb_build_object('claimToken', NULL, 'claimUntil', NULL),
+    mt_last_modified = transaction_timestamp()
+FROM unnest($1::uuid[], $2::uuid[]) AS released(id, token)
+WHERE e.id = released.id AND e.claim_token = released.token AND e.%s{Predicates.Unprocessed}"""
+
+    /// Commits fan-outs in one statement. Events: $1 ids, $2 tokens, $3 processed-at, $4 processed-at as
+    /// JSON. Requests: $5 event ids, then the request columns ($6 ids, $7 documents ... $18 claim tokens).
+    /// An event is marked processed, and its requests inserted, only while unprocessed and claimed by
+    /// its token. Returns one row per event, in input order: 0 committed, 1 not found, 2 processed
+    /// already, 3 claimed by another token (or unclaimed); and whether requests were inserted.
+    let commitProcessing (tables: Tables) (channel: string) =
+        $"""
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[])
+        WITH ORDINALITY AS t(id, token, processed_at, processed_json, ord)),
+marked AS (
+    UPDATE %s{tables.Events} AS e
+    SET processed_at = input.processed_at,
+        claim_token = NULL,
+        claim_until = NULL,
+        data = e.data || jsonb_build_object(
+            'processedAt', input.processed_json::jsonb, 'claimToken', NULL, 'claimUntil', NULL),
+        mt_last_modified = transaction_timestamp()
+    FROM input
+    WHERE e.id = input.id AND e.%s{Predicates.Unprocessed} AND e.claim_token = input.token
+    RETURNING e.id, input.ord),
+inserted AS (
+    INSERT INTO %s{tables.Requests} (id, %s{requestColumns}, mt_last_modified, mt_dotnet_type)
+    SELECT r.id, r.doc::jsonb, r.handler_name, r.event_name, r.event_timestamp, r.priority, r.errors,
+           r.max_errors, r.backoff_until, r.completed_at, r.canceled_at, r.lease_until, r.claim_token,
+           transaction_timestamp(), $19
+    FROM unnest($5::uuid[], $6::uuid[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::int[],
+                $12::int[], $13::int[], $14::timestamptz[], $15::timestamptz[], $16::timestamptz[],
+                $17::timestamptz[], $18::uuid[])
+        AS r(event_id, id, doc, handler_name, event_name, event_timestamp, priority, errors, max_errors,
+             backoff_until, completed_at, canceled_at, lease_until, claim_token)
+    WHERE r.event_id IN (SELECT id FROM marked)
+    RETURNING id),
+notified AS (
+    SELECT pg_notify('%s{channel}', 'requests') FROM (SELECT 1 FROM inserted LIMIT 1) AS any_inserted)
+SELECT CASE
+         WHEN marked.id IS NOT NULL THEN 0
+         WHEN stored.id IS NULL THEN 1
+         WHEN stored.processed_at IS NOT NULL THEN 2
+         ELSE 3
+       END,
+       (SELECT count(*) FROM notified) > 0
+FROM input
+LEFT JOIN marked ON marked.ord = input.ord
+LEFT JOIN %s{tables.Events} AS stored ON stored.id = input.id
+ORDER BY input.ord"""
+
+    /// Recovers up to $3 requests whose lease lapsed by $1 ($2: $1 as JSON), the core's `ExpireLease`:
+    /// one more error, the last attempt at $1 with `LeaseExpiredError` ($4), and runnable at once
+    /// (backoff until $1) below max errors, else dead. Returns the recovered documents.
+    let recoverRequests (tables: Tables) =
+        $"""
+WITH expired AS MATERIALIZED (
+    SELECT id
+    FROM %s{tables.Requests}
+    WHERE %s{Predicates.Running} AND lease_until <= $1
+    ORDER BY lease_until, id
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED)
+UPDATE %s{tables.Requests} AS r
+SET errors = r.errors + 1,
+    backoff_until = CASE WHEN r.errors + 1 < r.max_errors THEN $1 END,
+    lease_until = NULL,
+    claim_token = NULL,
+    data = r.data || jsonb_build_object(
+        'errors', r.errors + 1,
+        'lastAttemptAt', $2::jsonb,
+        'lastError', $4::text,
+        'backoffUntil', CASE WHEN r.errors + 1 < r.max_errors THEN $2::jsonb END,
+        'leaseUntil', NULL,
+        'claimToken', NULL),
+    mt_last_modified = transaction_timestamp()
+FROM expired
+WHERE r.id = expired.id
+RETURNING r.data::text"""
+
+    /// Claims up to $4 requests runnable at $1 in the core's run order, each with a fresh token, until $2
+    /// ($3: $2 as JSON); the backoff they waited out is cleared, as the core's `Claim` does. Returns the
+    /// claimed documents.
+    let claimRequests (tables: Tables) =
+        $"""
+WITH picked AS MATERIALIZED (
+    SELECT id, gen_random_uuid() AS token
+    FROM %s{tables.Requests}
+    WHERE %s{Predicates.runnableAt "$1"}
+    ORDER BY priority, event_timestamp, id
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED)
+UPDATE %s{tables.Requests} AS r
+SET lease_until = $2,
+    claim_token = picked.token,
+    backoff_until = NULL,
+    data = r.data || jsonb_build_object('leaseUntil', $3::jsonb, 'claimToken', picked.token, 'backoffUntil', NULL),
+    mt_last_modified = transaction_timestamp()
+FROM picked
+WHERE r.id = picked.id
+RETURNING r.data::text"""
+
+    /// Writes outcomes in one statement: $1 the fencing tokens, then the request columns ($2 ids, $3
+    /// documents ... $14 claim tokens). A row is written only while its stored token is the outcome's.
+    /// Returns one row per outcome, in input order: whether it was written, and the stored state's
+    /// shape before the statement (0 missing, 1 completed, 2 canceled, 3 not running, 4 other token).
+    let recordOutcomes (tables: Tables) (channel: string) =
+        $"""
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+                         $7::int[], $8::int[], $9::int[], $10::timestamptz[], $11::timestamptz[],
+                         $12::timestamptz[], $13::timestamptz[], $14::uuid[])
+        WITH ORDINALITY AS t(token, id, doc, handler_name, event_name, event_timestamp, priority, errors,
+                             max_errors, backoff_until, completed_at, canceled_at, lease_until, claim_token, ord)),
+written AS (
+    UPDATE %s{tables.Requests} AS r
+    SET data = input.doc::jsonb,
+        handler_name = input.handler_name,
+        event_name = input.event_name,
+        event_timestamp = input.event_timestamp,
+        priority = input.priority,
+        errors = input.errors,
+        max_errors = input.max_errors,
+        backoff_until = input.backoff_until,
+        completed_at = input.completed_at,
+        canceled_at = input.canceled_at,
+        lease_until = input.lease_until,
+        claim_token = input.claim_token,
+        mt_last_modified = transaction_timestamp()
+    FROM input
+    WHERE r.id = input.id AND r.claim_token = input.token
+    RETURNING input.ord, r.completed_at IS NULL AND r.canceled_at IS NULL AND r.lease_until IS NULL
+                    AND r.errors < r.max_errors AND r.backoff_until IS NULL AS ready),
+notified AS (
+    SELECT pg_notify('%s{channel}', 'requests') FROM (SELECT 1 FROM written WHERE ready LIMIT 1) AS any_ready)
+SELECT written.ord IS NOT NULL,
+       CASE
+         WHEN stored.id IS NULL THEN 0
+         WHEN stored.completed_at IS NOT NULL THEN 1
+         WHEN stored.canceled_at IS NOT NULL THEN 2
+         WHEN stored.claim_token IS NULL THEN 3
+         ELSE 4
+       END,
+       (SELECT count(*) FROM notified) > 0
+FROM input
+LEFT JOIN written ON written.ord = input.ord
+LEFT JOIN %s{tables.Requests} AS stored ON stored.id = input.id
+ORDER BY input.ord"""
+
+    /// Locks the request with id $1 and returns its document.
+    let lockRequest (tables: Tables) =
+        $"SELECT data::text FROM %s{tables.Requests} WHERE id = $1 FOR UPDATE"
+
+    /// Overwrites the request with id $1 (the request columns from $2 on, as `recordOutcomes`).
+    let writeRequest (tables: Tables) =
+        $"""
+UPDATE %s{tables.Requests}
+SET data = $2::jsonb, handler_name = $3, event_name = $4, event_timestamp = $5, priority = $6, errors = $7,
+    max_errors = $8, backoff_until = $9, completed_at = $10, canceled_at = $11, lease_until = $12,
+    claim_token = $13, mt_last_modified = transaction_timestamp()
+WHERE id = $1"""
+
+    /// Signals waiting workers in every process that requests are ready.
+    let notifyRequests (channel: string) =
+        $"SELECT pg_notify('%s{channel}', 'requests')"
+
+    /// The notification sent when events are appended (Marten's `?` placeholder: the channel).
+    [<Literal>]
+    let NotifyEventsQueued = "SELECT pg_notify(?, 'events')"
+
+    /// The payload of an events notification.
+    [<Literal>]
+    let EventsPayload = "events"
+
+    /// The payload of a requests notification.
+    [<Literal>]
+    let RequestsPayload = "requests"
+
+    /// A query that fails when the connection is gone.
+    [<Literal>]
+    let Probe = "SELECT 1"
+
+    /// Listens on the channel.
+    let listen (channel: string) = $"LISTEN \"%s{channel}\""
+
+    /// The gauges at $1: unprocessed count and oldest, runnable count and oldest, dead count.
+    let stats (tables: Tables) =
+        $"""
+SELECT (SELECT count(*) FROM %s{tables.Events} WHERE %s{Predicates.Unprocessed}),
+       (SELECT min(event_timestamp) FROM %s{tables.Events} WHERE %s{Predicates.Unprocessed}),
+       (SELECT count(*) FROM %s{tables.Requests} WHERE %s{Predicates.runnableAt "$1"}),
+       (SELECT min(event_timestamp) FROM %s{tables.Requests} WHERE %s{Predicates.runnableAt "$1"}),
+       (SELECT count(*) FROM %s{tables.Requests} WHERE %s{Predicates.Dead})"""
+
+    let private deadFilter =
+        $"%s{Predicates.Dead} AND (cardinality($1::text[]) = 0 OR event_name = ANY($1)) "
+        + "AND (cardinality($2::text[]) = 0 OR handler_name = ANY($2))"
+
+    /// The count of dead requests whose event name is in $1 and handler name in $2 (an empty array: any).
+    let deadCount (tables: Tables) =
+        $"SELECT count(*) FROM %s{tables.Requests} WHERE %s{deadFilter}"
+
+    /// One page ($3 rows after $4) of the dead requests filtered as `deadCount`, by event time then id.
+    let deadPage (tables: Tables) =
+        $"""
+SELECT data::text FROM %s{tables.Requests}
+WHERE %s{deadFilter}
+ORDER BY event_timestamp, id
+LIMIT $3 OFFSET $4"""
+
+    /// The distinct event names among dead requests.
+    let deadEventNames (tables: Tables) =
+        $"SELECT DISTINCT event_name FROM %s{tables.Requests} WHERE %s{Predicates.Dead}"
+
+    /// The distinct handler names among dead requests.
+    let deadHandlerNames (tables: Tables) =
+        $"SELECT DISTINCT handler_name FROM %s{tables.Requests} WHERE %s{Predicates.Dead}"
+
+    /// A page of $3 documents of a table after the key ($1 event time, $2 id), by event time then id; the
+    /// first page passes NULL keys.
+    let pageAfter (table: string) =
+        $"""
+SELECT data::text, event_timestamp, id FROM %s{table}
+WHERE $1::timestamptz IS NULL OR (event_timestamp, id) > ($1, $2::uuid)
+ORDER BY event_timestamp, id
+LIMIT $3"""
+
+    /// The document with id $1.
+    let findById (table: string) =
+        $"SELECT data::text FROM %s{table} WHERE id = $1"
