@@ -1,3 +1,4 @@
+using Marten;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -147,6 +148,21 @@ public sealed class EventsConfigurationExpression
     /// <returns>This expression, to chain.</returns>
     public EventsConfigurationExpression UseInMemoryStore() => UseStore(_ => EventStore.InMemory());
 
+    /// <summary>
+    /// Keeps events and handler requests in the application's Marten document store (registered with
+    /// <c>AddMarten</c>): adds the Events documents to its configuration, and registers the store as
+    /// <see cref="EventStore"/>. The hosted service creates the Events tables on start as Marten's
+    /// <c>AutoCreateSchemaObjects</c> allows; with <c>AutoCreate.None</c>, apply them with Marten's schema
+    /// tools.
+    /// </summary>
+    /// <param name="schemaName">A PostgreSQL schema of their own for the Events tables; <see langword="null"/> for the store's.</param>
+    /// <returns>This expression, to chain.</returns>
+    public EventsConfigurationExpression UseMartenStore(string? schemaName = null)
+    {
+        Services.ConfigureMarten(marten => marten.UseEvents(schemaName));
+        return UseStore(provider => EventStore.Marten(provider.GetRequiredService<IDocumentStore>()));
+    }
+
     /// <summary>Uses the store made by <paramref name="storeSource"/> from the container (registered as <see cref="EventStore"/>).</summary>
     /// <param name="storeSource">Makes the store.</param>
     /// <returns>This expression, to chain.</returns>
@@ -183,11 +199,11 @@ internal sealed class EventsHostedService(EventsRuntime runtime, ILoggerFactory?
     private readonly ILogger logger =
         (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger(EventsRuntime.LoggerCategory);
 
-    public Task StartAsync(CancellationToken cancellationToken)
+    public async Task StartAsync(CancellationToken cancellationToken)
     {
+        await runtime.Store.PrepareAsync(cancellationToken).ConfigureAwait(false);
         runtime.Start();
         logger.LogInformation("events started on the {Store} store", runtime.Store);
-        return Task.CompletedTask;
     }
 
     /// <summary>The host's stopping token is the shutdown deadline: when it fires, running handlers are canceled.</summary>
