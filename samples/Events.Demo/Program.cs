@@ -3,7 +3,9 @@
 // logs the store's gauges every second; traces and metrics go to JSON lines files. Ctrl+C or SIGTERM
 // stops it gracefully within 10 s, and --duration stops it by itself.
 using Events.CSharp;
+using Events.Testing;
 using EventsDemo;
+using Marten;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -23,6 +25,14 @@ if (!DemoSettings.TryParse(args, out var settings, out var error))
     return error is { Length: > 0 } ? 2 : 0;
 }
 
+// --store postgres: the database in EVENTS_POSTGRES, else a throwaway local server, gone when the demo stops.
+await using var throwaway = settings.Store == DemoStore.Postgres && string.IsNullOrWhiteSpace(Environment.GetEnvironmentVariable("EVENTS_POSTGRES"))
+    ? await StartThrowawayPostgresAsync()
+    : null;
+var connectionString = settings.Store != DemoStore.Postgres
+    ? null
+    : throwaway is null ? Environment.GetEnvironmentVariable("EVENTS_POSTGRES") : await throwaway.CreateDatabaseAsync("events_demo");
+
 Directory.CreateDirectory(settings.Output);
 var tracesPath = Path.Combine(settings.Output, "traces.jsonl");
 var metricsPath = Path.Combine(settings.Output, "metrics.jsonl");
@@ -35,6 +45,7 @@ builder.Logging.AddSimpleConsole(console =>
     console.TimestampFormat = "HH:mm:ss ";
 });
 builder.Logging.SetMinimumLevel(LogLevel.Information);
+builder.Logging.AddFilter("Marten", LogLevel.Warning);
 
 // Handlers get ShutdownTimeout to finish once the host stops; then their tokens fire, and shutdown waits
 // up to the scheduler's ShutdownGrace for them: 7 s + 2 s keeps a graceful stop within 10 s.
@@ -63,8 +74,11 @@ switch (settings.Store)
         events.UseInMemoryStore();
         break;
     case DemoStore.Postgres:
-        Console.Error.WriteLine("--store postgres needs the Marten store, which this build does not have yet");
-        return 2;
+        // begin-snippet: use-marten-store
+        builder.Services.AddMarten(connectionString!).UseLightweightSessions();
+        events.UseMartenStore();
+        // end-snippet
+        break;
 }
 
 // begin-snippet: add-telemetry
@@ -107,3 +121,9 @@ logger.LogInformation(
 var completed = await admin.GetRequestsAsync().CountAsync(request => request.State == HandlerRequestState.Completed);
 logger.LogInformation("handler requests completed: {Completed}", completed);
 return 0;
+
+static async Task<ThrowawayPostgres> StartThrowawayPostgresAsync()
+{
+    Console.WriteLine("EVENTS_POSTGRES is not set: starting a throwaway PostgreSQL");
+    return await ThrowawayPostgres.StartAsync();
+}
