@@ -729,16 +729,29 @@ type Executor
                             Some(RequestCommand.Fail(token, now, message, Random.Shared.NextDouble())), None
                         | RunResult.Interrupted -> None, None
 
-                    match command with
-                    | None ->
-                        match context.OpenedTransaction with
-                        | Some transaction -> do! transaction.DisposeAsync()
-                        | None -> ()
+                    // The handler's work in the store's transaction commits only with a success: a failed
+                    // or interrupted attempt's partial work is discarded (the Go framework commits it).
+                    let kept, discarded =
+                        match result with
+                        | RunResult.Succeeded -> context.OpenedTransaction, None
+                        | RunResult.Failed _
+                        | RunResult.Threw _
+                        | RunResult.TimedOut _
+                        | RunResult.Interrupted -> None, context.OpenedTransaction
 
-                        do! releaseClaim request token "the handler was canceled by a hard shutdown"
+                    match discarded with
+                    | Some transaction -> do! transaction.DisposeAsync()
+                    | None -> ()
+
+                    match command with
+                    | None -> do! releaseClaim request token "the handler was canceled by a hard shutdown"
                     | Some command ->
                         match HandlerRequest.transition settings.Backoff command request with
                         | Error error ->
+                            match kept with
+                            | Some transaction -> do! transaction.DisposeAsync()
+                            | None -> ()
+
                             logger.LogError(
                                 "the core refused the outcome of request {RequestId}: {Reason}",
                                 request.Id,
@@ -748,7 +761,7 @@ type Executor
                             let! written =
                                 task {
                                     try
-                                        let! result = write next token context.OpenedTransaction
+                                        let! result = write next token kept
                                         return Ok result
                                     with error ->
                                         return Error error

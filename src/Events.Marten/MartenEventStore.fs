@@ -309,6 +309,40 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
 
     /// Writes one outcome with the handler's session in the same transaction: the fenced write first,
     /// the session's changes only if it was written.
+    /// Every row of a keyset-paged query (ordered by timestamp then id), 500 per round trip.
+    let pages (sql: string) (read: string -> 'item) (cancellationToken: CancellationToken) =
+        let pageSize = 500
+
+        PagedEnumerable<'item>(
+            (fun after token ->
+                task {
+                    use! connection = openConnection token
+
+                    let timestamp, id =
+                        match after with
+                        | Some(timestamp, id) -> Db.timestamp timestamp, Db.parameter NpgsqlDbType.Uuid id
+                        | None -> Db.parameter NpgsqlDbType.TimestampTz null, Db.parameter NpgsqlDbType.Uuid null
+
+                    use command =
+                        Db.command connection sql [ timestamp; id; Db.parameter NpgsqlDbType.Integer pageSize ]
+
+                    use! reader = command.ExecuteReaderAsync token
+                    let rows = ResizeArray()
+                    let! more = reader.ReadAsync token
+                    let mutable more = more
+
+                    while more do
+                        rows.Add(read (reader.GetString 0), reader.GetFieldValue<DateTimeOffset> 1, reader.GetGuid 2)
+                        let! next = reader.ReadAsync token
+                        more <- next
+
+                    return List.ofSeq rows
+                }),
+            pageSize,
+            cancellationToken
+        )
+        :> IAsyncEnumerable<'item>
+
     let recordInTransaction
         (outcome: OutcomeWrite)
         (transaction: MartenHandlerTransaction)
@@ -799,84 +833,10 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
             }
 
         member _.EventsAsync cancellationToken =
-            PagedEnumerable<Event>(
-                (fun after token ->
-                    task {
-                        use! connection = openConnection token
-                        let pageSize = 500
-
-                        let timestamp, id =
-                            match after with
-                            | Some(timestamp, id) -> Db.timestamp timestamp, Db.parameter NpgsqlDbType.Uuid id
-                            | None -> Db.parameter NpgsqlDbType.TimestampTz null, Db.parameter NpgsqlDbType.Uuid null
-
-                        use command =
-                            Db.command
-                                connection
-                                eventPageSql
-                                [ timestamp; id; Db.parameter NpgsqlDbType.Integer pageSize ]
-
-                        use! reader = command.ExecuteReaderAsync token
-                        let rows = ResizeArray()
-                        let! more = reader.ReadAsync token
-                        let mutable more = more
-
-                        while more do
-                            rows.Add(
-                                toEvent (reader.GetString 0),
-                                reader.GetFieldValue<DateTimeOffset> 1,
-                                reader.GetGuid 2
-                            )
-
-                            let! next = reader.ReadAsync token
-                            more <- next
-
-                        return List.ofSeq rows
-                    }),
-                500,
-                cancellationToken
-            )
-            :> IAsyncEnumerable<Event>
+            pages eventPageSql toEvent cancellationToken
 
         member _.RequestsAsync cancellationToken =
-            PagedEnumerable<HandlerRequest>(
-                (fun after token ->
-                    task {
-                        use! connection = openConnection token
-                        let pageSize = 500
-
-                        let timestamp, id =
-                            match after with
-                            | Some(timestamp, id) -> Db.timestamp timestamp, Db.parameter NpgsqlDbType.Uuid id
-                            | None -> Db.parameter NpgsqlDbType.TimestampTz null, Db.parameter NpgsqlDbType.Uuid null
-
-                        use command =
-                            Db.command
-                                connection
-                                requestPageSql
-                                [ timestamp; id; Db.parameter NpgsqlDbType.Integer pageSize ]
-
-                        use! reader = command.ExecuteReaderAsync token
-                        let rows = ResizeArray()
-                        let! more = reader.ReadAsync token
-                        let mutable more = more
-
-                        while more do
-                            rows.Add(
-                                toRequest (reader.GetString 0),
-                                reader.GetFieldValue<DateTimeOffset> 1,
-                                reader.GetGuid 2
-                            )
-
-                            let! next = reader.ReadAsync token
-                            more <- next
-
-                        return List.ofSeq rows
-                    }),
-                500,
-                cancellationToken
-            )
-            :> IAsyncEnumerable<HandlerRequest>
+            pages requestPageSql toRequest cancellationToken
 
         member _.StatsAsync(now, cancellationToken) =
             task {

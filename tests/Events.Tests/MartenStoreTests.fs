@@ -1049,6 +1049,76 @@ let private roundTrips =
             }
         ]
 
+/// Through the engine: a handler's work in the Marten session commits with a success, and is
+/// discarded with a failure.
+let private engineTransactions =
+    let run (outcome: HandlerResult) =
+        task {
+            let noteId = Guid.NewGuid()
+
+            let handler: Handler =
+                fun context _ ->
+                    match context.Transaction with
+                    | Some(:? MartenHandlerTransaction as transaction) ->
+                        transaction.Session.Store
+                            {
+                                Id = noteId
+                                Text = "written by the handler"
+                            }
+
+                        Task.FromResult outcome
+                    | Some _
+                    | None -> failwith "the Marten store gives handlers a Marten transaction"
+
+            let mutable made = None
+
+            let makeStore () =
+                task {
+                    let! connectionString = server.Value.CreateDatabaseAsync()
+                    let! store = MartenEventStore.CreateAsync(connectionString, options = quiet)
+                    made <- Some store
+                    return store :> IEventStore
+                }
+
+            let! engine =
+                TestSupport.engineWith
+                    makeStore
+                    (TestSupport.configure [ "thing.happened", "h", handler, [] ])
+                    ProcessorOptions.Default
+                    ExecutorOptions.Default
+                    ""
+
+            let store: MartenEventStore = made.Value
+
+            return!
+                finallyAsync (fun () -> store.DisposeAsync().AsTask()) (fun () ->
+                    task {
+                        let! _ = engine.Raise("thing.happened", {| |})
+                        do! engine.RoundAsync()
+                        use session = store.DocumentStore.QuerySession()
+                        let! note = session.LoadAsync<Note>(noteId)
+                        let! requests = engine.RequestsAsync()
+                        let request: HandlerRequest = List.exactlyOne requests
+                        return Option.ofObj (box note), request
+                    })
+        }
+
+    testList
+        "handler transactions through the engine"
+        [
+            testTask "a successful handler's session work commits with its completion" {
+                let! (note: obj option), (request: HandlerRequest) = run HandlerResult.Succeeded
+                Expect.isSome note "the handler's document was stored"
+                Expect.isTrue (HandlerRequest.isTerminal request) "the request completed in the same transaction"
+            }
+
+            testTask "a failed handler's session work is discarded" {
+                let! (note: obj option), (request: HandlerRequest) = run (HandlerResult.Failed "no")
+                Expect.isNone note "a failed attempt's partial work is not committed"
+                Expect.equal request.Errors 1 "the failure is recorded"
+            }
+        ]
+
 let private transactions =
     let runHandler (store: MartenEventStore) (text: string) (staleToken: bool) =
         task {
@@ -1818,6 +1888,7 @@ let tests =
             requests
             roundTrips
             transactions
+            engineTransactions
             outbox
             administration
             nasty
