@@ -13,7 +13,7 @@ public partial class ReadmeSectionTests
     private static string RepositoryRoot([CallerFilePath] string thisFile = "") =>
         Path.GetFullPath(Path.Combine(Path.GetDirectoryName(thisFile)!, "..", ".."));
 
-    private static string ReadmePath => Path.Combine(RepositoryRoot(), "samples", "Events.Demo", "README-section.md");
+    private static string ReadmePath => Path.Combine(RepositoryRoot(), "README.md");
 
     [GeneratedRegex(@"^[ \t]*// begin-snippet: (?<name>[\w-]+)[ \t]*\n(?<code>.*?)^[ \t]*// end-snippet", RegexOptions.Multiline | RegexOptions.Singleline)]
     private static partial Regex SourceSnippet();
@@ -48,13 +48,13 @@ public partial class ReadmeSectionTests
     }
 
     [Fact]
-    public void Every_marked_csharp_block_of_the_readme_section_is_code_from_the_demo_or_the_tests()
+    public void Every_marked_csharp_block_of_the_readme_is_code_from_the_demo_or_the_tests()
     {
-        Assert.True(File.Exists(ReadmePath), $"the README section is at {ReadmePath}");
+        Assert.True(File.Exists(ReadmePath), $"the README is at {ReadmePath}");
         var sources = SourceSnippets();
         var blocks = ReadmeSnippet().Matches(File.ReadAllText(ReadmePath).Replace("\r\n", "\n"));
 
-        Assert.True(blocks.Count >= 5, $"the README section marks {blocks.Count} snippets");
+        Assert.True(blocks.Count >= 5, $"the README marks {blocks.Count} snippets");
         foreach (Match block in blocks)
         {
             var name = block.Groups["name"].Value;
