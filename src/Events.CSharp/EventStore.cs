@@ -43,14 +43,8 @@ public sealed class EventStore : IAsyncDisposable
     public static EventStore Marten(IDocumentStore documentStore)
     {
         ArgumentNullException.ThrowIfNull(documentStore);
-        return new EventStore(
-            new MartenEventStore(documentStore, null),
-            "Marten (PostgreSQL)",
-            async cancellationToken =>
-            {
-                await documentStore.Storage.Database.EnsureStorageExistsAsync(typeof(EventDocument), cancellationToken).ConfigureAwait(false);
-                await documentStore.Storage.Database.EnsureStorageExistsAsync(typeof(RequestDocument), cancellationToken).ConfigureAwait(false);
-            });
+        var store = new MartenEventStore(documentStore, null);
+        return new EventStore(store, "Marten (PostgreSQL)", store.EnsureStorageAsync);
     }
 
     /// <summary>

@@ -514,6 +514,15 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                     documentStore.Dispose()
         }
 
+    /// Makes sure the Events tables exist in the document store's database, as far as its
+    /// `AutoCreateSchemaObjects` allows (with `AutoCreate.None` it only checks: apply the schema with
+    /// Marten's own tools then).
+    member _.EnsureStorageAsync(cancellationToken: CancellationToken) : Task =
+        task {
+            do! store.Storage.Database.EnsureStorageExistsAsync(typeof<EventDocument>, cancellationToken)
+            do! store.Storage.Database.EnsureStorageExistsAsync(typeof<RequestDocument>, cancellationToken)
+        }
+
     /// `CreateAsync`, blocking until the schema is applied: for tests and scripts.
     static member Create
         (connectionString: string, ?schemaName: string, ?options: MartenEventStoreOptions)
