@@ -45,6 +45,7 @@ let all =
             EngineTests.engineSuite "marten" marten
             SchedulerTests.schedulerSuite "marten" marten
             TelemetryTests.telemetrySuite "marten" marten
+            MultiProcessTests.tests
         ]
 
 /// Writes "passed failed" to the file named by EVENTS_TEST_COUNTS, for the test script to sum.
