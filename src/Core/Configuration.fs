@@ -217,6 +217,13 @@ module Configuration =
         |> Map.tryFind eventName
         |> Option.bind (Map.tryFind handlerName)
 
+    /// Every handler under every event, by event name then priority.
+    let entries (configuration: Configuration<'handler>) : (EventName * HandlerEntry<'handler>) list =
+        configuration.Events
+        |> Map.toList
+        |> List.collect (fun (eventName, _) ->
+            handlersFor eventName configuration |> List.map (fun entry -> eventName, entry))
+
     /// The event names that have at least one handler.
     let eventNames (configuration: Configuration<'handler>) : EventName list =
         configuration.Events |> Map.keys |> List.ofSeq

@@ -67,6 +67,9 @@ type OptionsError =
     | LimitBelowOne of owner: string * value: int
     /// A lease or interval that is zero or negative.
     | NotPositive of setting: string * value: TimeSpan
+    /// A handler's timeout that does not end before the executor's lease: its attempts could outlive
+    /// their claim and run again elsewhere at the same time.
+    | TimeoutNotBelowLease of eventName: string * handlerName: string * timeout: TimeSpan * lease: TimeSpan
 
     /// A sentence that says what is wrong.
     member this.Message =
@@ -74,6 +77,8 @@ type OptionsError =
         | WorkersBelowOne(owner, value) -> $"%s{owner} Workers must be at least 1, got %d{value}"
         | LimitBelowOne(owner, value) -> $"%s{owner} Limit must be at least 1, got %d{value}"
         | NotPositive(setting, value) -> $"%s{setting} must be positive, got %O{value}"
+        | TimeoutNotBelowLease(eventName, handlerName, timeout, lease) ->
+            $"handler %s{handlerName} of event %s{eventName} has Timeout %O{timeout}, which must be shorter than the executor Lease %O{lease}"
 
 /// Checks on engine options, reporting every error at once.
 [<RequireQualifiedAccess>]
@@ -116,6 +121,26 @@ module EngineOptions =
 
             return options
         }
+
+    /// Validates executor options against the handlers they will run: every handler's timeout must end
+    /// before the lease.
+    let validateExecutorFor
+        (configuration: Configuration<'handler>)
+        (options: ExecutorOptions)
+        : Validation<ExecutorOptions, OptionsError> =
+        let timeouts =
+            Configuration.entries configuration
+            |> List.choose (fun (eventName, entry) ->
+                match entry.Settings.Timeout with
+                | Some timeout when timeout >= options.Lease ->
+                    Some(OptionsError.TimeoutNotBelowLease(eventName.Value, entry.Name.Value, timeout, options.Lease))
+                | Some _
+                | None -> None)
+
+        match validateExecutor options, timeouts with
+        | Ok options, [] -> Ok options
+        | Ok _, errors -> Error errors
+        | Error errors, more -> Error(errors @ more)
 
     /// Validates a scheduler interval.
     let validateInterval (interval: TimeSpan) : Validation<TimeSpan, OptionsError> =
@@ -464,7 +489,8 @@ type Executor
         time: TimeProvider
     ) =
     let options =
-        EngineOptions.validateExecutor options |> EngineOptions.orThrow (nameof options)
+        EngineOptions.validateExecutorFor configuration options
+        |> EngineOptions.orThrow (nameof options)
 
     let writer = OutcomeWriter store
 
@@ -666,8 +692,25 @@ type Executor
 
             use _ = Log.requestScope logger request
 
+            let handler, settings =
+                match Configuration.tryFind request.EventName request.HandlerName configuration with
+                | Some entry -> entry.Handler, entry.Settings
+                | None -> missingHandler, HandlerSettings.defaults
+
+            // A request that waited in its batch for a worker must still hold enough of its lease to run:
+            // its timeout, or half the lease for a handler without one. Otherwise its claim could lapse
+            // while it runs, and another process recover it and run it at the same time.
+            let needed =
+                match settings.Timeout with
+                | Some timeout -> timeout
+                | None -> options.Lease / 2.0
+
+            let leaseUntil = (HandlerRequest.lease request).Value.Until
+
             if stopping.IsCancellationRequested then
                 do! releaseClaim request token "the executor is shutting down"
+            elif leaseUntil - time.GetUtcNow() < needed then
+                do! releaseClaim request token "too little of its lease is left to run it"
             else
                 let! hooked =
                     match options.BeforeExecute with
@@ -706,11 +749,6 @@ type Executor
                         request.HandlerName.Value,
                         request.Id
                     )
-
-                    let handler, settings =
-                        match Configuration.tryFind request.EventName request.HandlerName configuration with
-                        | Some entry -> entry.Handler, entry.Settings
-                        | None -> missingHandler, HandlerSettings.defaults
 
                     let context = HandlerContext(view, fun () -> store.BeginHandlerTransaction request)
                     let! result = run handler context settings.Timeout hardStop

@@ -708,6 +708,93 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                                 "the recovery is logged as a failure"
                         }
 
+                    testCaseTask
+                        "a request that waited in its batch until too little of its lease was left is given back, not run"
+                    <| fun () ->
+                        task {
+                            let starts = ConcurrentQueue<TimeSpan>()
+                            let mutable engineRef = None
+
+                            // Each run takes 600 ms of the test's clock; the lease is 2 s, so half of it (1 s)
+                            // must be left when a queued request starts.
+                            let slow: Handler =
+                                fun context _ ->
+                                    let engine: Engine = engineRef.Value
+                                    let lease = (HandlerRequest.lease context.Request).Value
+                                    starts.Enqueue(lease.Until - engine.Time.GetUtcNow())
+                                    engine.Time.Advance(TimeSpan.FromMilliseconds 600.0)
+                                    Task.FromResult HandlerResult.Succeeded
+
+                            let! engine =
+                                build
+                                    (oneHandler "h" slow [])
+                                    ProcessorOptions.Default
+                                    { ExecutorOptions.Default with
+                                        Workers = 1
+                                        Limit = 8
+                                        Lease = TimeSpan.FromSeconds 2.0
+                                    }
+
+                            engineRef <- Some engine
+
+                            for i in 1..8 do
+                                let! _ = engine.Raise("thing.happened", {| n = i |})
+                                ()
+
+                            do! engine.RoundAsync()
+                            let remaining = List.ofSeq starts
+                            Expect.equal remaining.Length 2 "only the requests that still held half their lease ran"
+
+                            Expect.isTrue
+                                (remaining |> List.forall (fun left -> left >= TimeSpan.FromSeconds 1.0))
+                                $"every run started with at least half its lease left (%A{remaining})"
+
+                            let! requests = engine.RequestsAsync()
+
+                            let waiting =
+                                requests |> List.filter (fun r -> r.State = RequestState.Runnable None)
+
+                            Expect.equal waiting.Length 6 "the others were given back runnable"
+
+                            Expect.isTrue
+                                (waiting |> List.forall (fun r -> r.Errors = 0))
+                                "giving a claim back counts no error"
+                        }
+
+                    testCaseTask "a handler whose timeout does not end before the executor's lease is refused"
+                    <| fun () ->
+                        task {
+                            let! store = makeStore ()
+
+                            let message =
+                                try
+                                    Executor(
+                                        store,
+                                        oneHandler "slow" succeed [ HandlerOption.Timeout(TimeSpan.FromMinutes 10.0) ],
+                                        ExecutorOptions.Default,
+                                        new Instruments("", (fun () -> None), (fun () -> DateTimeOffset.UtcNow)),
+                                        Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance,
+                                        TimeProvider.System
+                                    )
+                                    |> ignore
+
+                                    None
+                                with :? ArgumentException as error ->
+                                    Some error.Message
+
+                            Expect.isSome message "a 10-minute timeout under a 5-minute lease is refused"
+
+                            Expect.stringContains
+                                message.Value
+                                "handler slow of event thing.happened"
+                                "the message names the handler"
+
+                            Expect.stringContains
+                                message.Value
+                                "shorter than the executor Lease"
+                                "and says what is wrong"
+                        }
+
                     testCaseTask "a dead request can be re-executed, and a canceled one never runs"
                     <| fun () ->
                         task {
