@@ -78,6 +78,10 @@ type RequestCommand =
     /// The attempt named by `token` gives the request back without running it (a hook refused it,
     /// or the worker is shutting down): runnable again at once, no error counted.
     | Release of token: Guid
+    /// The attempt named by `token` is still running and renews its claim until `until` (a heartbeat),
+    /// so that no other worker recovers it meanwhile. A lease only ever grows: an `until` not later than
+    /// the lease's end changes nothing.
+    | Renew of token: Guid * until: DateTimeOffset
 
 /// Why a command was refused.
 [<RequireQualifiedAccess>]
@@ -216,6 +220,19 @@ module HandlerRequest =
                 { request with
                     State = RequestState.Runnable None
                 })
+
+        | RequestCommand.Renew(token, until), RequestState.Running lease when lease.Token = token ->
+            if until > lease.Until then
+                Ok
+                    { request with
+                        State = RequestState.Running { lease with Until = until }
+                    }
+            else
+                Ok request
+        | RequestCommand.Renew _, RequestState.Running _ -> Error RequestError.StaleToken
+        | RequestCommand.Renew _, (RequestState.Runnable _ | RequestState.Dead) -> Error RequestError.NotRunning
+        | RequestCommand.Renew _, RequestState.Completed _ -> Error RequestError.AlreadyCompleted
+        | RequestCommand.Renew _, RequestState.Canceled _ -> Error RequestError.AlreadyCanceled
 
         | RequestCommand.ExpireLease now, RequestState.Running lease when lease.Until > now ->
             Error(RequestError.LeaseNotExpired lease.Until)

@@ -523,6 +523,8 @@ module Gens =
             event
             validName
 
+    let private leaseLength = lease
+
     /// A command the request accepts, and the time it uses; none when the request is terminal. With
     /// `ending` false, never a command that ends the request (Succeed, Cancel).
     let acceptedCommand
@@ -570,7 +572,14 @@ module Gens =
 
             let release = Gen.constant (Some(RequestCommand.Release lease.Token, now))
 
-            Gen.frequency [ weight 1, succeed; 6, fail; 2, expire; 1, release ]
+            // A heartbeat at a later time, renewing for a lease from then (perhaps not past the old end).
+            let renew =
+                Gen.map2
+                    (fun at leaseFor -> Some(RequestCommand.Renew(lease.Token, Backoff.addSaturating at leaseFor), at))
+                    (laterThan now)
+                    leaseLength
+
+            Gen.frequency [ weight 1, succeed; 6, fail; 2, expire; 1, release; 1, renew ]
         | RequestState.Dead -> Gen.frequency [ 3, reExecute; weight 1, cancel ]
         | RequestState.Completed _
         | RequestState.Canceled _ -> Gen.constant None
@@ -587,7 +596,8 @@ module Gens =
                 | RequestCommand.ExpireLease _
                 | RequestCommand.Cancel _
                 | RequestCommand.ReExecute
-                | RequestCommand.Release _ -> history.Tokens
+                | RequestCommand.Release _
+                | RequestCommand.Renew _ -> history.Tokens
 
             { history with
                 Steps = history.Steps @ [ { Command = command; After = after } ]
@@ -778,6 +788,11 @@ module Gens =
     let expireProbe (history: History) : Gen<RequestCommand> =
         probeTime history |> Gen.map RequestCommand.ExpireLease
 
+    /// A renewal with a probe token until a probe time (so sometimes before, at or just after the
+    /// lease's end).
+    let renewProbe (history: History) : Gen<RequestCommand> =
+        Gen.map2 (fun token until -> RequestCommand.Renew(token, until)) (probeToken history) (probeTime history)
+
     /// A cancelation at a probe time.
     let cancelProbe (history: History) : Gen<RequestCommand> =
         probeTime history |> Gen.map RequestCommand.Cancel
@@ -793,6 +808,7 @@ module Gens =
                 succeedProbe history
                 failProbe history
                 expireProbe history
+                renewProbe history
                 cancelProbe history
                 reExecuteProbe history
             ]

@@ -393,6 +393,68 @@ let private releaseRows =
                     "a canceled request stays canceled"
         ]
 
+let private renewRows =
+    testList
+        "Renew"
+        [
+            testCase "Running + Renew with the current token: the lease runs until the new end, nothing else changes"
+            <| fun () ->
+                Expect.equal
+                    (transition (RequestCommand.Renew(tokenA, at 8.0)) running)
+                    (Ok
+                        { running with
+                            State = RequestState.Running { Token = tokenA; Until = at 8.0 }
+                        })
+                    "a heartbeat moves the lease's end later and keeps the token, the errors and the rest"
+
+            testCase "Running + Renew with the current token to an earlier end: accepted, the lease never shortens"
+            <| fun () ->
+                Expect.equal
+                    (transition (RequestCommand.Renew(tokenA, at 4.0)) running)
+                    (Ok running)
+                    "a late or repeated heartbeat leaves the lease until its later end (t0 + 5 min)"
+
+                Expect.equal
+                    (transition (RequestCommand.Renew(tokenA, at 5.0)) running)
+                    (Ok running)
+                    "a heartbeat to the lease's very end changes nothing either"
+
+            testCase "Running + Renew with another token: refused, StaleToken"
+            <| fun () ->
+                refused
+                    RequestError.StaleToken
+                    (transition (RequestCommand.Renew(tokenB, at 8.0)) running)
+                    "only the attempt holding the claim may renew it"
+
+            testCase "Runnable + Renew: refused, NotRunning"
+            <| fun () ->
+                refused
+                    RequestError.NotRunning
+                    (transition (RequestCommand.Renew(tokenA, at 8.0)) backingOff)
+                    "a recovered or failed attempt holds nothing to renew"
+
+            testCase "Dead + Renew: refused, NotRunning"
+            <| fun () ->
+                refused
+                    RequestError.NotRunning
+                    (transition (RequestCommand.Renew(tokenB, at 20.0)) dead)
+                    "nothing is held"
+
+            testCase "Completed + Renew: refused, AlreadyCompleted"
+            <| fun () ->
+                refused
+                    RequestError.AlreadyCompleted
+                    (transition (RequestCommand.Renew(tokenA, at 8.0)) completed)
+                    "a completed request holds no lease"
+
+            testCase "Canceled + Renew: refused, AlreadyCanceled"
+            <| fun () ->
+                refused
+                    RequestError.AlreadyCanceled
+                    (transition (RequestCommand.Renew(tokenA, at 8.0)) canceled)
+                    "a canceled request holds no lease"
+        ]
+
 let private cancelRows =
     testList
         "Cancel"
@@ -503,6 +565,7 @@ let private transitionRows =
             failRows
             expireLeaseRows
             releaseRows
+            renewRows
             cancelRows
             reExecuteRows
         ]
@@ -701,6 +764,7 @@ let private describe (command: RequestCommand) =
     | RequestCommand.Cancel at -> $"Cancel %O{at}"
     | RequestCommand.ReExecute -> "ReExecute"
     | RequestCommand.Release token -> $"Release %O{token}"
+    | RequestCommand.Renew(token, until) -> $"Renew(%O{token}, %O{until})"
 
 /// A Go operation in words, cheaply.
 let private describeGo (operation: GoOperation) =
@@ -1169,6 +1233,39 @@ let private laws =
                         | RequestState.Completed _
                         | RequestState.Dead
                         | RequestState.Canceled _ -> ())
+
+            Property.lawWith
+                300
+                "a renewal is accepted exactly when its token is the running attempt's, and never shortens the lease"
+            <| forAll (Gens.probeWith Gens.renewProbe Gens.history) (fun probe ->
+                let request = probe.History.Request
+
+                match probe.Command with
+                | RequestCommand.Renew(token, until) ->
+                    let result = HandlerRequest.transition probe.History.Policy probe.Command request
+
+                    match HandlerRequest.lease request with
+                    | Some lease when lease.Token = token ->
+                        Expect.equal
+                            (result |> Result.map HandlerRequest.lease)
+                            (Ok(
+                                Some
+                                    { lease with
+                                        Until = max lease.Until until
+                                    }
+                            ))
+                            "the current attempt's lease runs until the later of its end and the renewal's"
+
+                        Expect.equal
+                            (result |> Result.map (fun renewed -> { renewed with State = request.State }))
+                            (Ok request)
+                            "a renewal changes the lease only"
+                    | Some _ -> Expect.equal result (Error RequestError.StaleToken) "another attempt holds the request"
+                    | None ->
+                        Expect.isError
+                            result
+                            $"a request that is not running (%A{request.State}) holds nothing to renew"
+                | other -> failtestf "the renewal generator made %A" other)
 
             Property.lawWith 300 "ExpireLease counts one failed attempt and sets no backoff"
             <| forAll Gens.runningHistory (fun history ->
