@@ -517,6 +517,25 @@ type InMemoryStore(?options: InMemoryStoreOptions) =
                             HandlerRequest.checkToken outcome.Token stored
                             |> Result.map (fun () -> write stored outcome.Request))))
 
+        member _.RenewLeasesAsync(renewals, until, cancellationToken) =
+            checkList (nameof renewals) renewals
+
+            guarded cancellationToken (fun () ->
+                lock gate (fun () ->
+                    renewals
+                    |> List.map (fun (id, token) ->
+                        match requests.TryGetValue id with
+                        | false, _ -> Error RequestError.NotRunning
+                        | true, stored ->
+                            HandlerRequest.transition
+                                BackoffPolicy.Default
+                                (RequestCommand.Renew(token, until))
+                                stored
+                            |> Result.map (fun next ->
+                                // Re-indexed by the new lease end only when it moved: O(log N).
+                                if not (LanguagePrimitives.PhysicalEquality next stored) then
+                                    write stored next))))
+
         member _.BeginHandlerTransaction _ = None
 
         member _.FindEventAsync(id, cancellationToken) =

@@ -169,6 +169,15 @@ type IEventStore =
     abstract RecordOutcomesAsync:
         outcomes: OutcomeWrite list * cancellationToken: CancellationToken -> Task<Result<unit, RequestError> list>
 
+    /// Renews the leases of running attempts, each named by (request id, token), until `until` (the
+    /// core's `Renew`: a heartbeat while their handlers run, so that no other worker recovers them). A
+    /// lease never shortens. Each renewal is applied only while its token is still the request's; a
+    /// refusal (`StaleToken`, `NotRunning` also for an unknown request, `AlreadyCompleted`,
+    /// `AlreadyCanceled`) means the attempt lost its claim. One result per item, in order.
+    abstract RenewLeasesAsync:
+        renewals: (Guid * Guid) list * until: DateTimeOffset * cancellationToken: CancellationToken ->
+            Task<Result<unit, RequestError> list>
+
     /// A transaction a handler may use for its own work, committed with its outcome; none when the
     /// store has no such thing. Opened lazily, only when a handler asks for it.
     abstract BeginHandlerTransaction: request: HandlerRequest -> IHandlerTransaction option

@@ -164,7 +164,8 @@ module internal Db =
             parameter NpgsqlDbType.Uuid (nullable document.ClaimToken)
         ]
 
-    /// Why a stored request refused an outcome, from the shape code `Sql.recordOutcomes` returns.
+    /// Why a stored request refused an outcome or a renewal, from the shape code `Sql.recordOutcomes` and
+    /// `Sql.renewLeases` return.
     let refusal (shape: int) : RequestError =
         match shape with
         | 1 -> RequestError.AlreadyCompleted
@@ -266,6 +267,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
     let recoverRequestsSql = Sql.recoverRequests tables
     let claimRequestsSql = Sql.claimRequests tables
     let recordOutcomesSql = Sql.recordOutcomes tables layout.Channel
+    let renewLeasesSql = Sql.renewLeases tables
     let lockRequestSql = Sql.lockRequest tables
     let writeRequestSql = Sql.writeRequest tables
     let statsSql = Sql.stats tables
@@ -814,6 +816,45 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                     | None -> ()
 
                 return List.ofArray results
+            }
+
+        member _.RenewLeasesAsync(renewals, until, cancellationToken) =
+            checkList (nameof renewals) renewals
+
+            task {
+                if renewals.IsEmpty then
+                    return []
+                else
+                    use! connection = openConnection cancellationToken
+
+                    use command =
+                        Db.command
+                            connection
+                            renewLeasesSql
+                            [
+                                Db.array NpgsqlDbType.Uuid (renewals |> Seq.map fst |> Array.ofSeq)
+                                Db.array NpgsqlDbType.Uuid (renewals |> Seq.map snd |> Array.ofSeq)
+                                Db.timestamp until
+                                Db.jsonTimestamp until
+                            ]
+
+                    use! reader = command.ExecuteReaderAsync cancellationToken
+                    let results = ResizeArray()
+                    let! more = reader.ReadAsync cancellationToken
+                    let mutable more = more
+
+                    while more do
+                        results.Add(
+                            if reader.GetBoolean 0 then
+                                Ok()
+                            else
+                                Error(Db.refusal (reader.GetInt32 1))
+                        )
+
+                        let! next = reader.ReadAsync cancellationToken
+                        more <- next
+
+                    return List.ofSeq results
             }
 
         member _.BeginHandlerTransaction _request =

@@ -244,6 +244,8 @@ RETURNING r.data::text"""
 
     /// Writes outcomes in one statement: $1 the fencing tokens, then the request columns ($2 ids, $3
     /// documents ... $14 claim tokens). A row is written only while its stored token is the outcome's.
+    /// The rows are locked in id order first, as `renewLeases` locks them, so that an outcome batch and
+    /// a lease renewal of the same executor, over the same running requests, never deadlock.
     /// Returns one row per outcome, in input order: whether it was written, and the stored state's
     /// shape before the statement (0 missing, 1 completed, 2 canceled, 3 not running, 4 other token).
     let recordOutcomes (tables: Tables) (channel: string) =
@@ -254,6 +256,12 @@ WITH input AS (
                          $12::timestamptz[], $13::timestamptz[], $14::uuid[])
         WITH ORDINALITY AS t(token, id, doc, handler_name, event_name, event_timestamp, priority, errors,
                              max_errors, backoff_until, completed_at, canceled_at, lease_until, claim_token, ord)),
+locked AS MATERIALIZED (
+    SELECT r.id
+    FROM %s{tables.Requests} AS r
+    JOIN input ON r.id = input.id AND r.claim_token = input.token
+    ORDER BY r.id
+    FOR UPDATE OF r),
 written AS (
     UPDATE %s{tables.Requests} AS r
     SET data = input.doc::jsonb,
@@ -270,7 +278,7 @@ written AS (
         claim_token = input.claim_token,
         mt_last_modified = transaction_timestamp()
     FROM input
-    WHERE r.id = input.id AND r.claim_token = input.token
+    WHERE r.id = input.id AND r.claim_token = input.token AND r.id IN (SELECT id FROM locked)
     RETURNING input.ord, r.completed_at IS NULL AND r.canceled_at IS NULL AND r.lease_until IS NULL
                     AND r.errors < r.max_errors AND r.backoff_until IS NULL AS ready),
 notified AS (
@@ -286,6 +294,44 @@ SELECT written.ord IS NOT NULL,
        (SELECT count(*) FROM notified) > 0
 FROM input
 LEFT JOIN written ON written.ord = input.ord
+LEFT JOIN %s{tables.Requests} AS stored ON stored.id = input.id
+ORDER BY input.ord"""
+
+    /// Renews leases in one statement, the core's `Renew` for each ($1 request ids, $2 their attempts'
+    /// tokens) until $3 ($4: $3 as JSON). A lease is renewed only while its stored token is the
+    /// attempt's, and only ever grows: one already ending at or after $3 keeps its end. The column and
+    /// the document's `leaseUntil` are written together. The rows are locked in id order, as
+    /// `recordOutcomes` locks them. Returns one row per item, in input order: whether the attempt
+    /// still held its claim (renewed, or already renewed as far), and the stored state's shape before
+    /// the statement (as `recordOutcomes`).
+    let renewLeases (tables: Tables) =
+        $"""
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS t(id, token, ord)),
+held AS MATERIALIZED (
+    SELECT r.id, r.claim_token AS token
+    FROM %s{tables.Requests} AS r
+    JOIN (SELECT DISTINCT id, token FROM input) AS i ON r.id = i.id AND r.claim_token = i.token
+    ORDER BY r.id
+    FOR UPDATE OF r),
+renewed AS (
+    UPDATE %s{tables.Requests} AS r
+    SET lease_until = $3,
+        data = r.data || jsonb_build_object('leaseUntil', $4::jsonb),
+        mt_last_modified = transaction_timestamp()
+    FROM held
+    WHERE r.id = held.id AND r.lease_until < $3)
+-- A data-modifying WITH runs to completion even though nothing reads it.
+SELECT held.id IS NOT NULL,
+       CASE
+         WHEN stored.id IS NULL THEN 0
+         WHEN stored.completed_at IS NOT NULL THEN 1
+         WHEN stored.canceled_at IS NOT NULL THEN 2
+         WHEN stored.claim_token IS NULL THEN 3
+         ELSE 4
+       END
+FROM input
+LEFT JOIN held ON held.id = input.id AND held.token = input.token
 LEFT JOIN %s{tables.Requests} AS stored ON stored.id = input.id
 ORDER BY input.ord"""
 

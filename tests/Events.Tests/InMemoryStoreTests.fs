@@ -118,6 +118,31 @@ let private costTests =
                     $"a claim from 65,536 events costs at most 8 log2 N comparisons: %.1f{largeCost}"
             })
 
+        testCaseTask "renewing a lease among 65,536 running requests costs O(log N) comparisons" (fun () ->
+            task {
+                let! store = requestBacklog 65536
+                let port = store :> IEventStore
+                let! claim = port.ClaimRequestsAsync(65536, t0, minutes 1.0, ct)
+                Expect.hasLength claim.Claimed 65536 "every request runs"
+
+                let renewals =
+                    claim.Claimed
+                    |> List.take 10
+                    |> List.map (fun request -> request.Id, tokenOf request)
+
+                let before = store.Comparisons
+                let! results = port.RenewLeasesAsync(renewals, t0 + minutes 2.0, ct)
+                let perRenewal = float (store.Comparisons - before) / 10.0
+                Expect.equal results (List.replicate 10 (Ok())) "every attempt holds its claim"
+
+                Expect.isLessThanOrEqual
+                    perRenewal
+                    (4.0 * 16.0)
+                    $"a renewal moves one request in the running index, at most 4 log2 N comparisons: %.1f{perRenewal}"
+
+                Expect.equal store.IndexSizes.RunningRequests 65536 "the running index holds each request once"
+            })
+
         testCaseTask "the gauges cost O(log N) comparisons whatever the backlog" (fun () ->
             task {
                 let! store = requestBacklog 65536

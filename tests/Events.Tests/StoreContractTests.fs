@@ -722,6 +722,183 @@ let private outcomeTests (makeStore: unit -> Task<IEventStore>) =
             })
     ]
 
+/// The request with a running lease until `until` (what a renewal writes).
+let private renewedTo (until: DateTimeOffset) (claimed: HandlerRequest) =
+    decide (RequestCommand.Renew(tokenOf claimed, until)) claimed
+
+let private renewTests (makeStore: unit -> Task<IEventStore>) =
+    [
+        testCaseTask
+            "a renewal extends the lease: a claim after the old end but before the new one recovers nothing"
+            (fun () ->
+                task {
+                    let! store = makeStore ()
+                    let! _ = fanOut store t0 [ newEvent t0 "a", [ handler "h" 50 5 ] ]
+                    let! first = store.ClaimRequestsAsync(1, t0, minutes 1.0, ct)
+                    let claimed = first.Claimed[0]
+                    let until = t0 + minutes 3.0
+
+                    let! results = store.RenewLeasesAsync([ claimed.Id, tokenOf claimed ], until, ct)
+                    Expect.equal results [ Ok() ] "the attempt holding the claim renews it"
+                    let! stored = store.FindRequestAsync(claimed.Id, ct)
+
+                    Expect.equal
+                        stored
+                        (Some(renewedTo until claimed))
+                        "the stored lease runs until the new end, token kept"
+
+                    let! during = store.ClaimRequestsAsync(10, t0 + minutes 2.0, minutes 1.0, ct)
+                    Expect.isEmpty during.Recovered "a lease renewed past the claim's time is not recovered"
+                    Expect.isEmpty during.Claimed "nor handed out again"
+
+                    let! after = store.ClaimRequestsAsync(0, until, minutes 1.0, ct)
+
+                    Expect.equal
+                        after.Recovered
+                        [ decide (RequestCommand.ExpireLease until) (renewedTo until claimed) ]
+                        "once the new end passes, the lease lapses as any other"
+                })
+
+        testCaseTask "a renewal to an end not later than the lease's changes nothing" (fun () ->
+            task {
+                let! store = makeStore ()
+                let! _ = fanOut store t0 [ newEvent t0 "a", [ handler "h" 50 5 ] ]
+                let! claim = store.ClaimRequestsAsync(1, t0, minutes 1.0, ct)
+                let claimed = claim.Claimed[0]
+
+                let! results =
+                    store.RenewLeasesAsync([ claimed.Id, tokenOf claimed ], t0 + seconds 30.0, ct)
+
+                Expect.equal results [ Ok() ] "the attempt still holds its claim"
+                let! stored = store.FindRequestAsync(claimed.Id, ct)
+                Expect.equal stored (Some claimed) "a lease never shortens"
+            })
+
+        testCaseTask "a renewal carrying a stale token is refused as StaleToken and changes nothing" (fun () ->
+            task {
+                let! store = makeStore ()
+                let! _ = fanOut store t0 [ newEvent t0 "a", [ handler "h" 50 5 ] ]
+                let! first = store.ClaimRequestsAsync(1, t0, minutes 1.0, ct)
+                let! second = store.ClaimRequestsAsync(1, t0 + minutes 2.0, minutes 1.0, ct)
+                Expect.hasLength second.Claimed 1 "the lapsed request was recovered and claimed again"
+
+                let! results =
+                    store.RenewLeasesAsync([ first.Claimed[0].Id, tokenOf first.Claimed[0] ], t0 + minutes 10.0, ct)
+
+                Expect.equal results [ Error RequestError.StaleToken ] "the lapsed attempt lost its claim"
+                let! stored = store.FindRequestAsync(first.Claimed[0].Id, ct)
+                Expect.equal stored (Some second.Claimed[0]) "the newer attempt's lease is left as it was"
+            })
+
+        testCaseTask "a renewal of a request not running is refused as the core would" (fun () ->
+            task {
+                let! store = makeStore ()
+
+                let! requests =
+                    fanOut store t0 [ newEvent t0 "a", [ handler "h" 50 5; handler "i" 50 5 ] ]
+
+                let! claim = store.ClaimRequestsAsync(1, t0, minutes 1.0, ct)
+                let claimed = claim.Claimed[0]
+                let waiting = requests |> List.find (fun request -> request.Id <> claimed.Id)
+                let! _ = store.RecordOutcomesAsync([ succeeded t0 claimed ], ct)
+                let later = t0 + minutes 10.0
+
+                let! results =
+                    store.RenewLeasesAsync(
+                        [
+                            claimed.Id, tokenOf claimed
+                            waiting.Id, Guid.NewGuid()
+                            Guid.NewGuid(), Guid.NewGuid()
+                        ],
+                        later,
+                        ct
+                    )
+
+                Expect.equal
+                    results
+                    [
+                        Error RequestError.AlreadyCompleted
+                        Error RequestError.NotRunning
+                        Error RequestError.NotRunning
+                    ]
+                    "a completed request holds no lease, a runnable one holds none either, an unknown one is not running"
+
+                let! stored = store.FindRequestAsync(waiting.Id, ct)
+                Expect.equal stored (Some waiting) "the runnable request is left as it was"
+            })
+
+        testCaseTask "a batch renews item by item, one result per item in order" (fun () ->
+            task {
+                let! store = makeStore ()
+
+                let! _ =
+                    fanOut
+                        store
+                        t0
+                        [
+                            newEvent t0 "a", [ handler "h" 10 5; handler "i" 20 5; handler "j" 30 5; handler "k" 40 5 ]
+                        ]
+
+                let! claim = store.ClaimRequestsAsync(4, t0, minutes 1.0, ct)
+                let held = claim.Claimed
+
+                // The second is recovered (its lease lapses first) and claimed again: its first token is stale.
+                let! renewed =
+                    store.RenewLeasesAsync([ held[0].Id, tokenOf held[0] ], t0 + minutes 5.0, ct)
+
+                Expect.equal renewed [ Ok() ] "the first is renewed ahead"
+                let! completed = store.RecordOutcomesAsync([ succeeded t0 held[2] ], ct)
+                Expect.equal completed [ Ok() ] "the third completes"
+
+                let! _ =
+                    store.RenewLeasesAsync([ held[3].Id, tokenOf held[3] ], t0 + minutes 5.0, ct)
+
+                let! again = store.ClaimRequestsAsync(1, t0 + minutes 2.0, minutes 1.0, ct)
+                Expect.equal (again.Claimed |> List.map _.Id) [ held[1].Id ] "the second is claimed again"
+                let until = t0 + minutes 6.0
+
+                let! results =
+                    store.RenewLeasesAsync(
+                        [
+                            held[3].Id, tokenOf held[3]
+                            held[1].Id, tokenOf held[1]
+                            Guid.NewGuid(), Guid.NewGuid()
+                            held[2].Id, tokenOf held[2]
+                            held[0].Id, tokenOf held[0]
+                            held[3].Id, tokenOf held[3]
+                            again.Claimed[0].Id, tokenOf again.Claimed[0]
+                        ],
+                        until,
+                        ct
+                    )
+
+                Expect.equal
+                    results
+                    [
+                        Ok()
+                        Error RequestError.StaleToken
+                        Error RequestError.NotRunning
+                        Error RequestError.AlreadyCompleted
+                        Ok()
+                        Ok()
+                        Ok()
+                    ]
+                    "each item is answered in its place; one named twice is renewed (once) and answered twice"
+
+                let! empty = store.RenewLeasesAsync([], until, ct)
+                Expect.isEmpty empty "an empty batch renews nothing"
+
+                for expected in
+                    [
+                        renewedTo until held[0]
+                        renewedTo until held[3]
+                        renewedTo until again.Claimed[0]
+                    ] do
+                    let! stored = store.FindRequestAsync(expected.Id, ct)
+                    Expect.equal stored (Some expected) "each current attempt's lease runs until the batch's end"
+            })
+    ]
+
 let private queryTests (makeStore: unit -> Task<IEventStore>) =
     [
         testCaseTask "an empty store has zero gauges" (fun () ->
@@ -1207,6 +1384,8 @@ type ModelOp =
     | ClaimRequests of limit: int * leaseSeconds: int
     /// Records an outcome of an attempt handed out (current or stale): success, or failure with a sample.
     | Outcome of pick: int * succeed: bool * sample: int
+    /// Renews, in one batch, the leases of attempts handed out (current or stale) for a lease from now.
+    | Renew of picks: int list * leaseSeconds: int
     /// Moves the clock on.
     | Advance of seconds: int
     /// Re-executes a request by id.
@@ -1267,6 +1446,9 @@ let private genOp: Gen<ModelOp> =
             3,
             Gen.zip3 genPick (Gen.elements [ true; false ]) (Gen.choose (0, 99))
             |> Gen.map Outcome
+            2,
+            Gen.zip (Gen.choose (0, 3) |> Gen.bind (fun count -> Gen.listOfLength count genPick)) (Gen.choose (5, 60))
+            |> Gen.map Renew
             3, Gen.choose (1, 90) |> Gen.map Advance
             1, Gen.choose (0, 100) |> Gen.map ReExecute
             1, Gen.choose (0, 100) |> Gen.map Cancel
@@ -1619,6 +1801,36 @@ let rec private step (store: IEventStore) (model: Model) (context: string) (op: 
             }
         | Error _ -> model
 
+    | Renew(_, _) when List.isEmpty model.Attempts -> model
+    | Renew(picks, leaseSeconds) ->
+        let until = now + seconds (float leaseSeconds)
+        let attempts = picks |> List.map (fun index -> pick index model.Attempts)
+
+        // The core's Renew, item after item, on the model's requests.
+        let expected, requests =
+            attempts
+            |> List.mapFold
+                (fun (requests: Map<Guid, HandlerRequest>) attempt ->
+                    match
+                        HandlerRequest.transition
+                            policy
+                            (RequestCommand.Renew(tokenOf attempt, until))
+                            requests[attempt.Id]
+                    with
+                    | Ok next -> Ok(), Map.add next.Id next requests
+                    | Error error -> Error error, requests)
+                model.Requests
+
+        let results =
+            wait (store.RenewLeasesAsync(attempts |> List.map (fun attempt -> attempt.Id, tokenOf attempt), until, ct))
+
+        Expect.equal
+            results
+            expected
+            $"%s{context}: each lease is renewed exactly when the core accepts its token, never shortened"
+
+        { model with Requests = requests }
+
     | Advance by ->
         { model with
             Now = now + seconds (float by)
@@ -1699,6 +1911,7 @@ let storeContractWith (config: ContractConfig) (name: string) (makeStore: unit -
             testList "commit processing" (commitTests makeStore)
             testList "claim requests" (requestClaimTests makeStore)
             testList "record outcomes" (outcomeTests makeStore)
+            testList "renew leases" (renewTests makeStore)
             testList "queries" (queryTests makeStore)
             testList "update by id" (updateTests makeStore)
             testSequenced (testList "concurrency" (concurrencyTests config makeStore))

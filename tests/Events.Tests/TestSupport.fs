@@ -115,6 +115,9 @@ type FaultyStore(inner: IEventStore) =
         member _.RecordOutcomesAsync(outcomes, cancellationToken) =
             inner.RecordOutcomesAsync(outcomes, cancellationToken)
 
+        member _.RenewLeasesAsync(renewals, until, cancellationToken) =
+            inner.RenewLeasesAsync(renewals, until, cancellationToken)
+
         member _.BeginHandlerTransaction request = inner.BeginHandlerTransaction request
 
         member _.FindEventAsync(id, cancellationToken) =
