@@ -40,7 +40,8 @@ type ExecutorOptions =
         /// Requests claimed per round (default 50).
         Limit: int
         /// How long a claimed request is held before another executor may recover it, counting one failed
-        /// attempt (default 5 min). It must cover the wait for a worker plus the handler's run.
+        /// attempt (default 5 min). While a handler runs, its lease is renewed every Lease/3 to Lease from
+        /// then; a queued request must still hold half of it (or its handler's timeout) to start.
         Lease: TimeSpan
         /// Runs before each handler; may change the request it sees or refuse to run it.
         BeforeExecute: BeforeExecute option
@@ -243,6 +244,97 @@ type internal RunResult =
     | Threw of exn
     | TimedOut of TimeSpan
     | Interrupted
+    | LostClaim
+
+/// An attempt whose handler runs, held by an executor round: its token, and what cancels the handler
+/// once a renewal finds the claim lost.
+[<Sealed>]
+type internal HeldAttempt(request: HandlerRequest, token: Guid) =
+    let lost = new CancellationTokenSource()
+
+    member _.Request = request
+    member _.Token = token
+
+    /// Cancelled when the attempt lost its claim. Never disposed: it holds no timer, and the handler may
+    /// still hold its token.
+    member _.Lost = lost
+
+/// The attempts of one executor round whose handlers run, their leases renewed every `period` (one
+/// batch per beat) until the round ends.
+[<Sealed>]
+type internal LeaseKeeper(store: IEventStore, lease: TimeSpan, logger: ILogger, time: TimeProvider) =
+    let held = ConcurrentDictionary<Guid, HeldAttempt>()
+
+    // Lease/3, at least a millisecond (no busy loop) and at most a day (the timer's range); the leases
+    // are renewed to a full Lease from each beat.
+    let period =
+        TimeSpan.FromTicks(Math.Clamp((lease / 3.0).Ticks, TimeSpan.TicksPerMillisecond, TimeSpan.TicksPerDay))
+
+    let beat () =
+        task {
+            let attempts = held.Values |> List.ofSeq
+
+            if not attempts.IsEmpty then
+                let until = Backoff.addSaturating (time.GetUtcNow()) lease
+
+                try
+                    let! results =
+                        store.RenewLeasesAsync(
+                            [ for attempt in attempts -> attempt.Request.Id, attempt.Token ],
+                            until,
+                            CancellationToken.None
+                        )
+
+                    if results.Length <> attempts.Length then
+                        invalidOp $"the store answered %d{results.Length} results for %d{attempts.Length} renewals"
+
+                    for attempt, result in List.zip attempts results do
+                        match result with
+                        | Ok() -> ()
+                        | Error refusal ->
+                            // Only if its handler still runs: a handler that returned was dropped before its
+                            // outcome was written, so a refusal caused by that outcome is not a lost claim.
+                            if held.TryRemove(KeyValuePair(attempt.Request.Id, attempt)) then
+                                use _ = Log.requestScope logger attempt.Request
+
+                                logger.LogWarning(
+                                    "the lease of request {RequestId} ({HandlerName}) could not be renewed: {Reason}; the attempt lost its claim, so its handler is canceled and its outcome will be refused",
+                                    attempt.Request.Id,
+                                    attempt.Request.HandlerName.Value,
+                                    refusal.Message
+                                )
+
+                                attempt.Lost.Cancel()
+                with error ->
+                    logger.LogError(
+                        error,
+                        "error renewing the leases of {Count} running requests; retrying at the next beat",
+                        attempts.Length
+                    )
+        }
+
+    /// Renews the held attempts' leases every beat until `stop` fires.
+    member _.RunAsync(stop: CancellationToken) : Task =
+        task {
+            let mutable running = true
+
+            while running do
+                try
+                    do! Task.Delay(period, time, stop)
+                    do! beat ()
+                with :? OperationCanceledException when stop.IsCancellationRequested ->
+                    running <- false
+        }
+
+    /// Renews the attempt's lease from now on; returns it, to be dropped when its handler returns.
+    member _.Hold(request: HandlerRequest, token: Guid) : HeldAttempt =
+        let attempt = HeldAttempt(request, token)
+        held[request.Id] <- attempt
+        attempt
+
+    /// Stops renewing the attempt's lease.
+    member _.Drop(attempt: HeldAttempt) =
+        held.TryRemove(KeyValuePair(attempt.Request.Id, attempt)) |> ignore
 
 /// The processor: claims unprocessed events and fans each out to one handler request per configured
 /// handler, atomically.
@@ -477,7 +569,9 @@ type Processor
         }
 
 /// The executor: claims runnable handler requests and runs their handlers on a pool of workers,
-/// recording each outcome through the core's state machine.
+/// recording each outcome through the core's state machine. While handlers run it renews their leases
+/// (heartbeats), so a handler that runs longer than the lease keeps its claim: a request runs at most
+/// once at a time however long its handler takes.
 [<Sealed>]
 type Executor
     (
@@ -566,12 +660,18 @@ type Executor
             activity.SetStatus(ActivityStatusCode.Error, "error while executing handler request")
             |> ignore
 
-    let run (handler: Handler) (context: HandlerContext) (timeout: TimeSpan option) (hardStop: CancellationToken) =
+    let run
+        (handler: Handler)
+        (context: HandlerContext)
+        (timeout: TimeSpan option)
+        (hardStop: CancellationToken)
+        (lost: CancellationToken)
+        =
         task {
             use handlerSpan =
                 instruments.Source.StartActivity $"%s{context.Request.HandlerName.Value} handler"
 
-            use timeoutSource = CancellationTokenSource.CreateLinkedTokenSource hardStop
+            use timeoutSource = CancellationTokenSource.CreateLinkedTokenSource(hardStop, lost)
             timeout |> Option.iter timeoutSource.CancelAfter
             let started = Stopwatch.GetTimestamp()
 
@@ -584,6 +684,7 @@ type Executor
                     with
                     | :? OperationCanceledException when hardStop.IsCancellationRequested ->
                         return RunResult.Interrupted
+                    | :? OperationCanceledException when lost.IsCancellationRequested -> return RunResult.LostClaim
                     | :? OperationCanceledException when timeoutSource.IsCancellationRequested ->
                         return RunResult.TimedOut(Option.defaultValue TimeSpan.Zero timeout)
                     | error -> return RunResult.Threw error
@@ -597,7 +698,8 @@ type Executor
                 | RunResult.Failed _
                 | RunResult.Threw _
                 | RunResult.TimedOut _
-                | RunResult.Interrupted -> true
+                | RunResult.Interrupted
+                | RunResult.LostClaim -> true
 
             let tags =
                 [|
@@ -620,7 +722,8 @@ type Executor
                     |> ignore
                 | RunResult.Failed _
                 | RunResult.TimedOut _
-                | RunResult.Interrupted ->
+                | RunResult.Interrupted
+                | RunResult.LostClaim ->
                     handlerSpan.SetStatus(ActivityStatusCode.Error, "error handling event")
                     |> ignore
 
@@ -668,7 +771,12 @@ type Executor
                 logger.LogError("could not release request {RequestId}: {Reason}", request.Id, error.Message)
         }
 
-    let execute (stopping: CancellationToken) (hardStop: CancellationToken) (request: HandlerRequest) =
+    let execute
+        (stopping: CancellationToken)
+        (hardStop: CancellationToken)
+        (keeper: LeaseKeeper)
+        (request: HandlerRequest)
+        =
         task {
             let token =
                 match HandlerRequest.lease request with
@@ -698,8 +806,9 @@ type Executor
                 | None -> missingHandler, HandlerSettings.defaults
 
             // A request that waited in its batch for a worker must still hold enough of its lease to run:
-            // its timeout, or half the lease for a handler without one. Otherwise its claim could lapse
-            // while it runs, and another process recover it and run it at the same time.
+            // its timeout, or half the lease for a handler without one. Its lease is renewed only from its
+            // start on (every Lease/3), so otherwise its claim could lapse before the first renewal, and
+            // another process recover it and run it at the same time.
             let needed =
                 match settings.Timeout with
                 | Some timeout -> timeout
@@ -712,6 +821,9 @@ type Executor
             elif leaseUntil - time.GetUtcNow() < needed then
                 do! releaseClaim request token "too little of its lease is left to run it"
             else
+                // Renewed from here until the handler returns (or the hook refuses it).
+                let attempt = keeper.Hold(request, token)
+
                 let! hooked =
                     match options.BeforeExecute with
                     | None -> Task.FromResult(Ok(HookResult.Continue request))
@@ -737,6 +849,7 @@ type Executor
                             activity.SetStatus(ActivityStatusCode.Error, "error running before execute")
                             |> ignore
 
+                        keeper.Drop attempt
                         do! releaseClaim request token "the before-execute hook refused it"
                     }
 
@@ -751,7 +864,8 @@ type Executor
                     )
 
                     let context = HandlerContext(view, fun () -> store.BeginHandlerTransaction request)
-                    let! result = run handler context settings.Timeout hardStop
+                    let! result = run handler context settings.Timeout hardStop attempt.Lost.Token
+                    keeper.Drop attempt
                     let now = time.GetUtcNow()
 
                     let command, thrown =
@@ -765,7 +879,8 @@ type Executor
                         | RunResult.TimedOut timeout ->
                             let message = $"handler timed out after %O{timeout}"
                             Some(RequestCommand.Fail(token, now, message, Random.Shared.NextDouble())), None
-                        | RunResult.Interrupted -> None, None
+                        | RunResult.Interrupted
+                        | RunResult.LostClaim -> None, None
 
                     // The handler's work in the store's transaction commits only with a success: a failed
                     // or interrupted attempt's partial work is discarded (the Go framework commits it).
@@ -775,14 +890,27 @@ type Executor
                         | RunResult.Failed _
                         | RunResult.Threw _
                         | RunResult.TimedOut _
-                        | RunResult.Interrupted -> None, context.OpenedTransaction
+                        | RunResult.Interrupted
+                        | RunResult.LostClaim -> None, context.OpenedTransaction
 
                     match discarded with
                     | Some transaction -> do! transaction.DisposeAsync()
                     | None -> ()
 
                     match command with
-                    | None -> do! releaseClaim request token "the handler was canceled by a hard shutdown"
+                    | None ->
+                        match result with
+                        | RunResult.LostClaim ->
+                            logger.LogWarning(
+                                "the handler of request {RequestId} was canceled: its attempt lost its claim, so no outcome is recorded",
+                                request.Id
+                            )
+                        | RunResult.Interrupted
+                        | RunResult.Succeeded
+                        | RunResult.Failed _
+                        | RunResult.Threw _
+                        | RunResult.TimedOut _ ->
+                            do! releaseClaim request token "the handler was canceled by a hard shutdown"
                     | Some command ->
                         match HandlerRequest.transition settings.Backoff command request with
                         | Error error ->
@@ -835,8 +963,10 @@ type Executor
         }
 
     /// One round: recovers lapsed leases, claims up to Limit runnable requests and runs them on Workers
-    /// workers. Requests not started once `stopping` fires are released; `hardStop` cancels running
-    /// handlers. Returns the number claimed.
+    /// workers, renewing the leases of the running ones in one batch every Lease/3 (a handler whose
+    /// renewal is refused lost its claim: it is canceled and its outcome dropped). Requests not started
+    /// once `stopping` fires are released; `hardStop` cancels running handlers and stops the renewals.
+    /// Returns the number claimed.
     member _.ExecuteAsync(stopping: CancellationToken, hardStop: CancellationToken) : Task<int> =
         task {
             if stopping.IsCancellationRequested then
@@ -874,12 +1004,34 @@ type Executor
                         use _ = Log.requestScope logger recovered
                         failed recovered None null
 
-                    do!
-                        Parallel.ForEachAsync(
-                            claim.Claimed,
-                            ParallelOptions(MaxDegreeOfParallelism = options.Workers),
-                            fun request _ -> ValueTask(execute stopping hardStop request)
-                        )
+                    if not claim.Claimed.IsEmpty then
+                        // One renewal loop for the round, stopped when its last handler returns, or at a hard
+                        // stop (handlers canceled then give their claims back; any that do not, lapse).
+                        let keeper = LeaseKeeper(store, options.Lease, logger, time)
+                        use roundOver = CancellationTokenSource.CreateLinkedTokenSource hardStop
+                        let renewing = keeper.RunAsync roundOver.Token
+
+                        let! ran =
+                            task {
+                                try
+                                    do!
+                                        Parallel.ForEachAsync(
+                                            claim.Claimed,
+                                            ParallelOptions(MaxDegreeOfParallelism = options.Workers),
+                                            fun request _ -> ValueTask(execute stopping hardStop keeper request)
+                                        )
+
+                                    return None
+                                with error ->
+                                    return Some error
+                            }
+
+                        roundOver.Cancel()
+                        do! renewing
+
+                        match ran with
+                        | Some error -> ExceptionDispatchInfo.Capture(error).Throw()
+                        | None -> ()
 
                     return claim.Claimed.Length
         }

@@ -761,6 +761,189 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                                 "giving a claim back counts no error"
                         }
 
+                    testCaseTask
+                        "a handler that runs longer than the lease keeps its claim: renewed, never recovered nor run again meanwhile"
+                    <| fun () ->
+                        task {
+                            // A lease of 600 ms of the test's clock; the renewal loop beats every 200 ms of real
+                            // time. The handler moves the clock on by half a lease four times (two leases in
+                            // all), waiting after each step until the loop has renewed its lease to a full lease
+                            // from then, and lets a second executor claim in between.
+                            let lease = TimeSpan.FromMilliseconds 600.0
+
+                            let options =
+                                { ExecutorOptions.Default with
+                                    Workers = 1
+                                    Lease = lease
+                                }
+
+                            let runs = ref 0
+                            let secondClaims = ConcurrentQueue<int>()
+                            let mutable engineRef = None
+                            let mutable secondRef = None
+
+                            let long: Handler =
+                                fun context _ ->
+                                    task {
+                                        if Interlocked.Increment &runs.contents > 1 then
+                                            return HandlerResult.Succeeded
+                                        else
+                                            let engine: Engine = engineRef.Value
+                                            let second: Executor = secondRef.Value
+
+                                            for _ in 1..4 do
+                                                engine.Time.Advance(lease / 2.0)
+                                                let renewedTo = engine.Time.GetUtcNow() + lease
+
+                                                do!
+                                                    waitUntil
+                                                        (TimeSpan.FromSeconds 10.0)
+                                                        $"the lease is renewed to %O{renewedTo}"
+                                                        (fun () ->
+                                                            task {
+                                                                let! stored =
+                                                                    engine.Store.FindRequestAsync(
+                                                                        context.Request.Id,
+                                                                        CancellationToken.None
+                                                                    )
+
+                                                                return
+                                                                    stored
+                                                                    |> Option.bind HandlerRequest.lease
+                                                                    |> Option.exists (fun held ->
+                                                                        held.Until >= renewedTo)
+                                                            })
+
+                                                let! claimed =
+                                                    second.ExecuteAsync(CancellationToken.None, CancellationToken.None)
+
+                                                secondClaims.Enqueue claimed
+
+                                            return HandlerResult.Succeeded
+                                    }
+
+                            let configuration = oneHandler "long" long []
+                            let! engine = build configuration ProcessorOptions.Default options
+                            engineRef <- Some engine
+
+                            secondRef <-
+                                Some(
+                                    Executor(
+                                        engine.Store,
+                                        configuration,
+                                        options,
+                                        engine.Instruments,
+                                        engine.Logs.Logger,
+                                        engine.Time
+                                    )
+                                )
+
+                            let! _ = engine.Raise("thing.happened", {| n = 1 |})
+                            let started = engine.Time.GetUtcNow()
+                            do! engine.RoundAsync()
+
+                            Expect.isGreaterThanOrEqual
+                                (engine.Time.GetUtcNow() - started)
+                                (lease * 2.0)
+                                "the handler ran for two leases of the executor's clock"
+
+                            Expect.equal
+                                (List.ofSeq secondClaims)
+                                [ 0; 0; 0; 0 ]
+                                "the second executor neither recovered nor claimed the running request, even after its first lease ended"
+
+                            Expect.equal runs.Value 1 "the handler ran once"
+                            let! request = single engine
+                            Expect.isTrue (HandlerRequest.isTerminal request) "the request completed"
+                            Expect.equal request.Errors 0 "no lapsed lease was counted against it"
+
+                            Expect.isEmpty
+                                (engine.Logs.Entries
+                                 |> List.filter (fun entry -> entry.Level >= LogLevel.Warning))
+                                "nothing went wrong: no lost claim, no failure"
+                        }
+
+                    testCaseTask
+                        "a handler whose lease renewal is refused lost its claim: it is canceled and records no outcome"
+                    <| fun () ->
+                        task {
+                            let lease = TimeSpan.FromMilliseconds 600.0
+                            let mutable engineRef = None
+                            let canceled = TaskCompletionSource<bool>()
+
+                            // The handler has another process recover its request (the core's ExpireLease, as a
+                            // claim after the lease would), then waits: the next renewal is refused.
+                            let robbed: Handler =
+                                fun context cancellationToken ->
+                                    task {
+                                        let engine: Engine = engineRef.Value
+
+                                        let recover (request: HandlerRequest) =
+                                            let held = (HandlerRequest.lease request).Value
+
+                                            HandlerRequest.transition
+                                                BackoffPolicy.Default
+                                                (RequestCommand.ExpireLease held.Until)
+                                                request
+
+                                        let! recovered =
+                                            engine.Store.UpdateRequestAsync(
+                                                context.Request.Id,
+                                                recover,
+                                                CancellationToken.None
+                                            )
+
+                                        Expect.isOk recovered "another process recovers the request"
+
+                                        try
+                                            do! Task.Delay(TimeSpan.FromSeconds 10.0, cancellationToken)
+                                            canceled.TrySetResult false |> ignore
+                                        with :? OperationCanceledException ->
+                                            canceled.TrySetResult true |> ignore
+
+                                        cancellationToken.ThrowIfCancellationRequested()
+                                        return HandlerResult.Succeeded
+                                    }
+
+                            let! engine =
+                                build
+                                    (oneHandler "robbed" robbed [])
+                                    ProcessorOptions.Default
+                                    { ExecutorOptions.Default with
+                                        Workers = 1
+                                        Lease = lease
+                                    }
+
+                            engineRef <- Some engine
+                            let! _ = engine.Raise("thing.happened", {| n = 1 |})
+                            do! engine.RoundAsync()
+                            let! wasCanceled = canceled.Task
+                            Expect.isTrue wasCanceled "the handler was canceled once its renewal was refused"
+                            let! request = single engine
+
+                            Expect.equal
+                                (request.State, request.Errors, request.LastError)
+                                (RequestState.Runnable(Some request.LastAttemptAt.Value),
+                                 1,
+                                 Some HandlerRequest.LeaseExpiredError)
+                                "the request stays as the recovery left it: the lost attempt wrote nothing"
+
+                            let warnings =
+                                engine.Logs.Entries
+                                |> List.filter (fun entry -> entry.Level = LogLevel.Warning)
+                                |> List.map _.Message
+
+                            Expect.exists
+                                warnings
+                                (fun message -> message.Contains "could not be renewed")
+                                "the refused renewal is logged as a warning"
+
+                            Expect.exists
+                                warnings
+                                (fun message -> message.Contains "lost its claim, so no outcome is recorded")
+                                "and the canceled attempt records nothing"
+                        }
+
                     testCaseTask "a handler whose timeout does not end before the executor's lease is refused"
                     <| fun () ->
                         task {
