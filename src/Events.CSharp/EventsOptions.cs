@@ -226,7 +226,9 @@ public sealed class ExecutorSettings
 
     /// <summary>
     /// How long a claimed request is held before another executor may recover it, counting one failed
-    /// attempt (positive; default 5 minutes). It must cover the wait for a worker plus the handler's run.
+    /// attempt (positive; default 5 minutes). While a handler runs, its lease is renewed every Lease/3,
+    /// so a handler may run longer than the lease; a queued request starts only while half of it (or its
+    /// handler's timeout) is left.
     /// </summary>
     public TimeSpan Lease { get; set; } = CoreExecutorOptions.Default.Lease;
 

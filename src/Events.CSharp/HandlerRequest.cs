@@ -92,7 +92,10 @@ public sealed class HandlerRequest
     /// <summary>When the request was canceled, if it was.</summary>
     public DateTimeOffset? CanceledAt => CoreRequestModule.canceledAt(Core).ToNullable();
 
-    /// <summary>Until when a running request's claim holds, if it is running.</summary>
+    /// <summary>
+    /// Until when a running request's claim holds, if it is running: as claimed (the executor renews it
+    /// while the handler runs, so the stored end moves later).
+    /// </summary>
     public DateTimeOffset? LeaseUntil => CoreRequestModule.lease(Core).ToNullableReference()?.Until;
 
     /// <summary>The event's data parsed as a read-only JSON element.</summary>
