@@ -352,17 +352,6 @@ type InMemoryStore(?options: InMemoryStoreOptions) =
         else
             Task.FromResult(action ())
 
-    let checkClaimArguments (limit: int) (leaseFor: TimeSpan) =
-        if limit < 0 then
-            invalidArg (nameof limit) $"the limit must not be negative, got %d{limit}"
-
-        if leaseFor <= TimeSpan.Zero then
-            invalidArg (nameof leaseFor) $"a lease must be positive, got %O{leaseFor}"
-
-    let checkList (name: string) (items: 'item list) =
-        if isNull (box items) then
-            nullArg name
-
     /// Comparisons made by the indexes since the store was made (for tests of claiming's cost).
     member internal _.Comparisons = lock gate (fun () -> comparisons.Value)
 
@@ -384,7 +373,7 @@ type InMemoryStore(?options: InMemoryStoreOptions) =
 
     interface IEventStore with
         member _.AppendAsync(batch, cancellationToken) =
-            checkList (nameof batch) batch
+            StoreArguments.checkList (nameof batch) batch
 
             guarded cancellationToken (fun () ->
                 let stored =
@@ -422,7 +411,7 @@ type InMemoryStore(?options: InMemoryStoreOptions) =
                 stored)
 
         member _.ClaimEventsAsync(limit, now, leaseFor, cancellationToken) =
-            checkClaimArguments limit leaseFor
+            StoreArguments.checkClaim limit leaseFor
 
             guarded cancellationToken (fun () ->
                 let until = Backoff.addSaturating now leaseFor
@@ -449,7 +438,7 @@ type InMemoryStore(?options: InMemoryStoreOptions) =
                     List.ofSeq claimed))
 
         member _.CommitProcessingAsync(processed, cancellationToken) =
-            checkList (nameof processed) processed
+            StoreArguments.checkList (nameof processed) processed
 
             guarded cancellationToken (fun () ->
                 let ids = HashSet<Guid>()
@@ -488,16 +477,16 @@ type InMemoryStore(?options: InMemoryStoreOptions) =
                 results |> List.map (Result.map ignore))
 
         member _.ReleaseEventsAsync(claims, cancellationToken) =
-            checkList (nameof claims) claims
+            StoreArguments.checkList (nameof claims) claims
 
             guarded cancellationToken (fun () -> lock gate (fun () -> List.iter releaseOne claims))
 
         member _.ClaimRequestsAsync(limit, now, leaseFor, cancellationToken) =
-            checkClaimArguments limit leaseFor
+            StoreArguments.checkClaim limit leaseFor
             guarded cancellationToken (fun () -> lock gate (fun () -> claimRequests limit now leaseFor))
 
         member _.RecordOutcomesAsync(outcomes, cancellationToken) =
-            checkList (nameof outcomes) outcomes
+            StoreArguments.checkList (nameof outcomes) outcomes
 
             for outcome in outcomes do
                 match outcome.Transaction with
@@ -518,7 +507,7 @@ type InMemoryStore(?options: InMemoryStoreOptions) =
                             |> Result.map (fun () -> write stored outcome.Request))))
 
         member _.RenewLeasesAsync(renewals, until, cancellationToken) =
-            checkList (nameof renewals) renewals
+            StoreArguments.checkList (nameof renewals) renewals
 
             guarded cancellationToken (fun () ->
                 lock gate (fun () ->

@@ -246,3 +246,20 @@ module DeadRequestQuery =
             invalidArg (nameof query) $"Offset must not be negative, got %d{query.Offset}"
 
         query
+
+/// Argument checks every store applies at its boundary, so all stores refuse the same calls.
+[<RequireQualifiedAccess>]
+module StoreArguments =
+
+    /// Refuses a negative limit and a lease that is not positive.
+    let checkClaim (limit: int) (leaseFor: TimeSpan) =
+        if limit < 0 then
+            invalidArg (nameof limit) $"the limit must not be negative, got %d{limit}"
+
+        if leaseFor <= TimeSpan.Zero then
+            invalidArg (nameof leaseFor) $"a lease must be positive, got %O{leaseFor}"
+
+    /// Refuses a null list (from C# callers).
+    let checkList (name: string) (items: 'item list) =
+        if isNull (box items) then
+            nullArg name

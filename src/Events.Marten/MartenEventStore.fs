@@ -292,17 +292,6 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                     connection.Dispose()
         }
 
-    let checkClaim (limit: int) (leaseFor: TimeSpan) =
-        if limit < 0 then
-            invalidArg (nameof limit) $"the limit must not be negative, got %d{limit}"
-
-        if leaseFor <= TimeSpan.Zero then
-            invalidArg (nameof leaseFor) $"a lease must be positive, got %O{leaseFor}"
-
-    let checkList (name: string) (items: 'T list) =
-        if isNull (box items) then
-            nullArg name
-
     let toEvent json =
         Documents.toEvent (Documents.ofJson<EventDocument> json)
 
@@ -576,7 +565,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
     interface IEventStore with
 
         member _.AppendAsync(events, cancellationToken) =
-            checkList (nameof events) events
+            StoreArguments.checkList (nameof events) events
 
             task {
                 if events.IsEmpty then
@@ -601,7 +590,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
             }
 
         member _.ClaimEventsAsync(limit, now, leaseFor, cancellationToken) =
-            checkClaim limit leaseFor
+            StoreArguments.checkClaim limit leaseFor
 
             task {
                 if limit = 0 then
@@ -638,7 +627,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
             }
 
         member _.CommitProcessingAsync(processed, cancellationToken) =
-            checkList (nameof processed) processed
+            StoreArguments.checkList (nameof processed) processed
 
             task {
                 if processed.IsEmpty then
@@ -717,7 +706,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
             }
 
         member _.ReleaseEventsAsync(claims, cancellationToken) =
-            checkList (nameof claims) claims
+            StoreArguments.checkList (nameof claims) claims
 
             task {
                 if not claims.IsEmpty then
@@ -737,7 +726,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
             }
 
         member _.ClaimRequestsAsync(limit, now, leaseFor, cancellationToken) =
-            checkClaim limit leaseFor
+            StoreArguments.checkClaim limit leaseFor
 
             task {
                 let until = Backoff.addSaturating now leaseFor
@@ -777,7 +766,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
             }
 
         member _.RecordOutcomesAsync(outcomes, cancellationToken) =
-            checkList (nameof outcomes) outcomes
+            StoreArguments.checkList (nameof outcomes) outcomes
 
             task {
                 let indexed = List.indexed outcomes
@@ -819,7 +808,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
             }
 
         member _.RenewLeasesAsync(renewals, until, cancellationToken) =
-            checkList (nameof renewals) renewals
+            StoreArguments.checkList (nameof renewals) renewals
 
             task {
                 if renewals.IsEmpty then

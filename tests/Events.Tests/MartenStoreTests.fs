@@ -82,22 +82,6 @@ let private requestFor (event: Event) (handler: string) (settings: HandlerSettin
 
 let private append (store: IEventStore) (events: Event list) = store.AppendAsync(events, none)
 
-let private listAsync (items: IAsyncEnumerable<'T>) =
-    task {
-        let result = ResizeArray()
-        let enumerator = items.GetAsyncEnumerator()
-        let! more = enumerator.MoveNextAsync()
-        let mutable more = more
-
-        while more do
-            result.Add enumerator.Current
-            let! next = enumerator.MoveNextAsync()
-            more <- next
-
-        do! enumerator.DisposeAsync()
-        return List.ofSeq result
-    }
-
 /// Writes requests in any state straight through Marten (its own write path fills the duplicated
 /// columns), as a store of another version or process would have left them.
 let private seedRequests (store: MartenEventStore) (requests: HandlerRequest list) =
@@ -410,7 +394,7 @@ let private equivalence =
             scenarioProperty "every stored state reads back as written (stateOfFields over Marten's columns)"
             <| fun store requests _ ->
                 task {
-                    let! stored = listAsync ((port store).RequestsAsync none)
+                    let! stored = TestSupport.toList ((port store).RequestsAsync none)
 
                     Expect.equal
                         stored
@@ -466,7 +450,7 @@ let private events =
                                 let! found = (port store).FindEventAsync(event.Id, none)
                                 Expect.equal found (Some event) "an event must read back as appended"
 
-                            let! all = listAsync ((port store).EventsAsync none)
+                            let! all = TestSupport.toList ((port store).EventsAsync none)
 
                             Expect.equal
                                 (all |> List.map _.Id)
@@ -506,7 +490,7 @@ let private events =
                                 }
 
                             Expect.isTrue again "appending a stored id again must be refused"
-                            let! all = listAsync ((port store).EventsAsync none)
+                            let! all = TestSupport.toList ((port store).EventsAsync none)
                             Expect.equal all.Length 1 "the refused appends must store nothing"
                         })
             }
@@ -602,7 +586,7 @@ let private events =
                                 (port store).CommitProcessingAsync([ fanOut (reclaimedOf a) [ "h9" ] ], none)
 
                             Expect.equal again [ Error ProcessError.AlreadyProcessed ] "a processed event is refused"
-                            let! requests = listAsync ((port store).RequestsAsync none)
+                            let! requests = TestSupport.toList ((port store).RequestsAsync none)
 
                             Expect.equal
                                 (requests
@@ -1229,7 +1213,7 @@ let private outbox =
                                     // Disposed without saving: nothing is written.
                                 }
 
-                            let! all = listAsync ((port store).EventsAsync none)
+                            let! all = TestSupport.toList ((port store).EventsAsync none)
                             Expect.equal (all |> List.map _.Id) [ kept.Id ] "only the saved session's event is stored"
                         })
             }
@@ -1292,7 +1276,7 @@ let private outbox =
                                     do! session.SaveChangesAsync()
                                 }
 
-                            let! all = listAsync ((port store).EventsAsync none)
+                            let! all = TestSupport.toList ((port store).EventsAsync none)
                             Expect.equal all.Length 1 "saving again appends nothing new"
                         })
             }
@@ -1850,7 +1834,7 @@ let private schema =
                             let! _ =
                                 appendAndProcess (port store) [ applicationEvent 0.0 "schema" ] [ "h", settings 5 50 ]
 
-                            let! all = listAsync ((port store).EventsAsync none)
+                            let! all = TestSupport.toList ((port store).EventsAsync none)
                             Expect.equal all.Length 1 "the store works in its own schema"
                             let event = applicationEvent 1.0 "seeded"
                             do! seedRequests store [ requestFor event "h" (settings 5 50) ]

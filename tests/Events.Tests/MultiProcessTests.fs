@@ -275,27 +275,11 @@ let private overlapping (openEnd: DateTimeOffset) (runs: Run list) =
         |> List.pairwise
         |> List.filter (fun (earlier, later) -> defaultArg earlier.EndedAt openEnd > later.StartedAt))
 
-let private listAsync (items: IAsyncEnumerable<'T>) =
-    task {
-        let result = ResizeArray()
-        let enumerator = items.GetAsyncEnumerator()
-        let! more = enumerator.MoveNextAsync()
-        let mutable more = more
-
-        while more do
-            result.Add enumerator.Current
-            let! next = enumerator.MoveNextAsync()
-            more <- next
-
-        do! enumerator.DisposeAsync()
-        return List.ofSeq result
-    }
-
 let private requestsOf (store: MartenEventStore) =
-    listAsync ((store :> IEventStore).RequestsAsync none)
+    TestSupport.toList ((store :> IEventStore).RequestsAsync none)
 
 let private eventsOf (store: MartenEventStore) =
-    listAsync ((store :> IEventStore).EventsAsync none)
+    TestSupport.toList ((store :> IEventStore).EventsAsync none)
 
 let private isCompleted (request: HandlerRequest) =
     match request.State with

@@ -168,18 +168,7 @@ let schedulerSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
 
     let completed (store: IEventStore) (count: int) () =
         task {
-            let requests = ResizeArray()
-            let enumerator = store.RequestsAsync(CancellationToken.None).GetAsyncEnumerator()
-            let mutable more = true
-
-            while more do
-                let! next = enumerator.MoveNextAsync()
-
-                if next then
-                    requests.Add enumerator.Current
-                else
-                    more <- false
-
+            let! requests = toList (store.RequestsAsync CancellationToken.None)
             return (requests |> Seq.filter HandlerRequest.isTerminal |> Seq.length) >= count
         }
 
@@ -300,9 +289,8 @@ let schedulerSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                     do! started.Task.WaitAsync(TimeSpan.FromSeconds 10.0)
                     use deadline = new CancellationTokenSource(TimeSpan.FromMilliseconds 200.0)
                     do! scheduler.ShutdownAsync(deadline.Token).WaitAsync(TimeSpan.FromSeconds 10.0)
-                    let enumerator = store.RequestsAsync(CancellationToken.None).GetAsyncEnumerator()
-                    let! _ = enumerator.MoveNextAsync()
-                    let request = enumerator.Current
+                    let! requests = toList (store.RequestsAsync CancellationToken.None)
+                    let request = List.exactlyOne requests
 
                     Expect.equal
                         request.State

@@ -132,23 +132,7 @@ let failed (at: DateTimeOffset) (claimed: HandlerRequest) =
     outcomeOf (RequestCommand.Fail(tokenOf claimed, at, "boom", 0.5)) claimed
 
 /// Reads an async sequence to the end.
-let toList (items: IAsyncEnumerable<'item>) : Task<'item list> =
-    task {
-        let enumerator = items.GetAsyncEnumerator()
-        let result = ResizeArray()
-        let mutable more = true
-
-        while more do
-            let! next = enumerator.MoveNextAsync()
-
-            if next then
-                result.Add enumerator.Current
-            else
-                more <- false
-
-        do! enumerator.DisposeAsync()
-        return List.ofSeq result
-    }
+let toList (items: IAsyncEnumerable<'item>) : Task<'item list> = TestSupport.toList items
 
 /// Collects the signals a store raises.
 let recordSignals (store: IEventStore) =

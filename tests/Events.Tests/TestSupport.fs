@@ -84,6 +84,25 @@ type LogSink() =
 
         member _.Dispose() = ()
 
+/// Every item of an async sequence, in order.
+let toList (items: IAsyncEnumerable<'item>) : Task<'item list> =
+    task {
+        let enumerator = items.GetAsyncEnumerator()
+        let result = ResizeArray()
+        let mutable more = true
+
+        while more do
+            let! next = enumerator.MoveNextAsync()
+
+            if next then
+                result.Add enumerator.Current
+            else
+                more <- false
+
+        do! enumerator.DisposeAsync()
+        return List.ofSeq result
+    }
+
 /// A store that passes everything to a real store, but fails the next processing commit when asked:
 /// a database fault, injected.
 type FaultyStore(inner: IEventStore) =
@@ -178,25 +197,7 @@ type Engine =
 
     /// Every request in the store.
     member this.RequestsAsync() =
-        task {
-            let result = ResizeArray()
-
-            let enumerator =
-                this.Store.RequestsAsync(CancellationToken.None).GetAsyncEnumerator()
-
-            let mutable more = true
-
-            while more do
-                let! next = enumerator.MoveNextAsync()
-
-                if next then
-                    result.Add enumerator.Current
-                else
-                    more <- false
-
-            do! enumerator.DisposeAsync()
-            return List.ofSeq result
-        }
+        toList (this.Store.RequestsAsync CancellationToken.None)
 
 /// Makes a handler configuration from (event, handler, code, options) rows, failing on invalid rows.
 let configure (rows: (string * string * Handler * HandlerOption list) list) : Configuration<Handler> =
