@@ -168,9 +168,16 @@ let private waitFor (label: string) (counter: int64 ref) (target: int64) (failed
         progressDone ()
     }
 
-/// Appends `count` events, then runs a concurrent scheduler until every request was handled and its
-/// outcome written (`settled`: no request left running).
-let throughput (label: string) (store: IEventStore) (count: int) (batch: int) (settled: unit -> Task<bool>) =
+/// Appends `count` events, runs `analyze` (not timed), then runs a concurrent scheduler until every
+/// request was handled and its outcome written (`settled`: no request left running).
+let throughput
+    (label: string)
+    (store: IEventStore)
+    (count: int)
+    (batch: int)
+    (analyze: unit -> Task)
+    (settled: unit -> Task<bool>)
+    =
     task {
         let counter = ref 0L
         let name = "bench.event"
@@ -178,6 +185,7 @@ let throughput (label: string) (store: IEventStore) (count: int) (batch: int) (s
         let! appendSeconds =
             appendAll $"%s{label} append" (appendTo store) AppendBatch (events name count)
 
+        do! analyze ()
         let target = int64 count * 2L
 
         use scheduler =
@@ -215,7 +223,7 @@ let throughput (label: string) (store: IEventStore) (count: int) (batch: int) (s
             }
     }
 
-/// Appends `count` events, then runs the ceiling's loops, claiming `batch` per round, until every
+/// Appends `count` events, analyzes the table, then runs the ceiling's loops, claiming `batch` per round, until every
 /// request was completed.
 let ceilingThroughput (label: string) (ceiling: Ceiling) (count: int) (batch: int) =
     task {
@@ -223,6 +231,9 @@ let ceilingThroughput (label: string) (ceiling: Ceiling) (count: int) (batch: in
 
         let! appendSeconds =
             appendAll $"%s{label} append" ceiling.AppendAsync AppendBatch (events "bench.event" count)
+
+        // As in the framework's run: the planner gets the backlog's statistics before the drain.
+        do! ceiling.ExecuteAsync "ANALYZE ceiling_events"
 
         let pipeline =
             Pipeline(
