@@ -35,6 +35,8 @@ type Tally() =
 /// A store that times its hot calls into a tally and passes everything to `inner`.
 [<Sealed>]
 type TimedStore(inner: IEventStore, tally: Tally) =
+    let mutable recorded = 0L
+
     let timed (operation: string) (items: 'T -> int) (call: unit -> Task<'T>) =
         task {
             let started = Stopwatch.GetTimestamp()
@@ -42,6 +44,9 @@ type TimedStore(inner: IEventStore, tally: Tally) =
             tally.Record(operation, items result, started)
             return result
         }
+
+    /// Outcomes written so far (not refused).
+    member _.Recorded = Threading.Interlocked.Read &recorded
 
     interface IEventStore with
         member _.AppendAsync(events, token) =
@@ -61,7 +66,20 @@ type TimedStore(inner: IEventStore, tally: Tally) =
                 inner.ClaimRequestsAsync(limit, now, leaseFor, token))
 
         member _.RecordOutcomesAsync(outcomes, token) =
-            timed "record outcomes" List.length (fun () -> inner.RecordOutcomesAsync(outcomes, token))
+            task {
+                let! results =
+                    timed "record outcomes" List.length (fun () -> inner.RecordOutcomesAsync(outcomes, token))
+
+                let written =
+                    results
+                    |> List.sumBy (fun result ->
+                        match result with
+                        | Ok() -> 1L
+                        | Error _ -> 0L)
+
+                Threading.Interlocked.Add(&recorded, written) |> ignore
+                return results
+            }
 
         member _.BeginHandlerTransaction request = inner.BeginHandlerTransaction request
         member _.FindEventAsync(id, token) = inner.FindEventAsync(id, token)
