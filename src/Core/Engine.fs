@@ -771,10 +771,13 @@ type Executor
                 logger.LogError("could not release request {RequestId}: {Reason}", request.Id, error.Message)
         }
 
+    /// Runs one claimed request. Its outcome is queued for the group-committed write and awaited in a task
+    /// added to `pending`, so the worker is free for the next request while outcomes are written together.
     let execute
         (stopping: CancellationToken)
         (hardStop: CancellationToken)
         (keeper: LeaseKeeper)
+        (pending: ConcurrentQueue<Task>)
         (request: HandlerRequest)
         =
         task {
@@ -795,171 +798,196 @@ type Executor
                     | None -> ()
                 ]
 
-            use activity =
+            // Ended here, or by the deferred outcome write when there is one.
+            let activity =
                 instruments.StartLinked($"execute %s{request.HandlerName.Value} request", request.EventTrace, tags)
 
+            let mutable deferred = false
             use _ = Log.requestScope logger request
 
-            let handler, settings =
-                match Configuration.tryFind request.EventName request.HandlerName configuration with
-                | Some entry -> entry.Handler, entry.Settings
-                | None -> missingHandler, HandlerSettings.defaults
+            try
 
-            // A request that waited in its batch for a worker must still hold enough of its lease to run:
-            // its timeout, or half the lease for a handler without one. Its lease is renewed only from its
-            // start on (every Lease/3), so otherwise its claim could lapse before the first renewal, and
-            // another process recover it and run it at the same time.
-            let needed =
-                match settings.Timeout with
-                | Some timeout -> timeout
-                | None -> options.Lease / 2.0
+                let handler, settings =
+                    match Configuration.tryFind request.EventName request.HandlerName configuration with
+                    | Some entry -> entry.Handler, entry.Settings
+                    | None -> missingHandler, HandlerSettings.defaults
 
-            let leaseUntil = (HandlerRequest.lease request).Value.Until
+                // A request that waited in its batch for a worker must still hold enough of its lease to run:
+                // its timeout, or half the lease for a handler without one. Its lease is renewed only from its
+                // start on (every Lease/3), so otherwise its claim could lapse before the first renewal, and
+                // another process recover it and run it at the same time.
+                let needed =
+                    match settings.Timeout with
+                    | Some timeout -> timeout
+                    | None -> options.Lease / 2.0
 
-            if stopping.IsCancellationRequested then
-                do! releaseClaim request token "the executor is shutting down"
-            elif leaseUntil - time.GetUtcNow() < needed then
-                do! releaseClaim request token "too little of its lease is left to run it"
-            else
-                // Renewed from here until the handler returns (or the hook refuses it).
-                let attempt = keeper.Hold(request, token)
+                let leaseUntil = (HandlerRequest.lease request).Value.Until
 
-                let! hooked =
-                    match options.BeforeExecute with
-                    | None -> Task.FromResult(Ok(HookResult.Continue request))
-                    | Some hook ->
+                if stopping.IsCancellationRequested then
+                    do! releaseClaim request token "the executor is shutting down"
+                elif leaseUntil - time.GetUtcNow() < needed then
+                    do! releaseClaim request token "too little of its lease is left to run it"
+                else
+                    // Renewed from here until the handler returns (or the hook refuses it).
+                    let attempt = keeper.Hold(request, token)
+
+                    let! hooked =
+                        match options.BeforeExecute with
+                        | None -> Task.FromResult(Ok(HookResult.Continue request))
+                        | Some hook ->
+                            task {
+                                try
+                                    let! result = hook request stopping
+                                    return Ok result
+                                with error ->
+                                    return Error error
+                            }
+
+                    let refuse (reason: string) (error: exn) =
                         task {
-                            try
-                                let! result = hook request stopping
-                                return Ok result
-                            with error ->
-                                return Error error
+                            logger.LogError(
+                                error,
+                                "error running before execute for request {RequestId}: {Reason}",
+                                request.Id,
+                                reason
+                            )
+
+                            if not (isNull activity) then
+                                activity.SetStatus(ActivityStatusCode.Error, "error running before execute")
+                                |> ignore
+
+                            keeper.Drop attempt
+                            do! releaseClaim request token "the before-execute hook refused it"
                         }
 
-                let refuse (reason: string) (error: exn) =
-                    task {
-                        logger.LogError(
-                            error,
-                            "error running before execute for request {RequestId}: {Reason}",
-                            request.Id,
-                            reason
+                    match hooked with
+                    | Error error -> do! refuse error.Message error
+                    | Ok(HookResult.Refuse reason) -> do! refuse reason null
+                    | Ok(HookResult.Continue view) ->
+                        logger.LogDebug(
+                            "executing {HandlerName} request {RequestId}",
+                            request.HandlerName.Value,
+                            request.Id
                         )
 
-                        if not (isNull activity) then
-                            activity.SetStatus(ActivityStatusCode.Error, "error running before execute")
-                            |> ignore
-
+                        let context = HandlerContext(view, fun () -> store.BeginHandlerTransaction request)
+                        let! result = run handler context settings.Timeout hardStop attempt.Lost.Token
                         keeper.Drop attempt
-                        do! releaseClaim request token "the before-execute hook refused it"
-                    }
+                        let now = time.GetUtcNow()
 
-                match hooked with
-                | Error error -> do! refuse error.Message error
-                | Ok(HookResult.Refuse reason) -> do! refuse reason null
-                | Ok(HookResult.Continue view) ->
-                    logger.LogDebug(
-                        "executing {HandlerName} request {RequestId}",
-                        request.HandlerName.Value,
-                        request.Id
-                    )
+                        let command, thrown =
+                            match result with
+                            | RunResult.Succeeded -> Some(RequestCommand.Succeed(token, now)), None
+                            | RunResult.Failed error ->
+                                Some(RequestCommand.Fail(token, now, error, Random.Shared.NextDouble())), None
+                            | RunResult.Threw error ->
+                                let message = $"handler threw %s{error.GetType().FullName}: %s{error.Message}"
+                                Some(RequestCommand.Fail(token, now, message, Random.Shared.NextDouble())), Some error
+                            | RunResult.TimedOut timeout ->
+                                let message = $"handler timed out after %O{timeout}"
+                                Some(RequestCommand.Fail(token, now, message, Random.Shared.NextDouble())), None
+                            | RunResult.Interrupted
+                            | RunResult.LostClaim -> None, None
 
-                    let context = HandlerContext(view, fun () -> store.BeginHandlerTransaction request)
-                    let! result = run handler context settings.Timeout hardStop attempt.Lost.Token
-                    keeper.Drop attempt
-                    let now = time.GetUtcNow()
+                        // The handler's work in the store's transaction commits only with a success: a failed
+                        // or interrupted attempt's partial work is discarded (the Go framework commits it).
+                        let kept, discarded =
+                            match result with
+                            | RunResult.Succeeded -> context.OpenedTransaction, None
+                            | RunResult.Failed _
+                            | RunResult.Threw _
+                            | RunResult.TimedOut _
+                            | RunResult.Interrupted
+                            | RunResult.LostClaim -> None, context.OpenedTransaction
 
-                    let command, thrown =
-                        match result with
-                        | RunResult.Succeeded -> Some(RequestCommand.Succeed(token, now)), None
-                        | RunResult.Failed error ->
-                            Some(RequestCommand.Fail(token, now, error, Random.Shared.NextDouble())), None
-                        | RunResult.Threw error ->
-                            let message = $"handler threw %s{error.GetType().FullName}: %s{error.Message}"
-                            Some(RequestCommand.Fail(token, now, message, Random.Shared.NextDouble())), Some error
-                        | RunResult.TimedOut timeout ->
-                            let message = $"handler timed out after %O{timeout}"
-                            Some(RequestCommand.Fail(token, now, message, Random.Shared.NextDouble())), None
-                        | RunResult.Interrupted
-                        | RunResult.LostClaim -> None, None
+                        match discarded with
+                        | Some transaction -> do! transaction.DisposeAsync()
+                        | None -> ()
 
-                    // The handler's work in the store's transaction commits only with a success: a failed
-                    // or interrupted attempt's partial work is discarded (the Go framework commits it).
-                    let kept, discarded =
-                        match result with
-                        | RunResult.Succeeded -> context.OpenedTransaction, None
-                        | RunResult.Failed _
-                        | RunResult.Threw _
-                        | RunResult.TimedOut _
-                        | RunResult.Interrupted
-                        | RunResult.LostClaim -> None, context.OpenedTransaction
-
-                    match discarded with
-                    | Some transaction -> do! transaction.DisposeAsync()
-                    | None -> ()
-
-                    match command with
-                    | None ->
-                        match result with
-                        | RunResult.LostClaim ->
-                            logger.LogWarning(
-                                "the handler of request {RequestId} was canceled: its attempt lost its claim, so no outcome is recorded",
-                                request.Id
-                            )
-                        | RunResult.Interrupted
-                        | RunResult.Succeeded
-                        | RunResult.Failed _
-                        | RunResult.Threw _
-                        | RunResult.TimedOut _ ->
-                            do! releaseClaim request token "the handler was canceled by a hard shutdown"
-                    | Some command ->
-                        match HandlerRequest.transition settings.Backoff command request with
-                        | Error error ->
-                            match kept with
-                            | Some transaction -> do! transaction.DisposeAsync()
-                            | None -> ()
-
-                            logger.LogError(
-                                "the core refused the outcome of request {RequestId}: {Reason}",
-                                request.Id,
-                                error.Message
-                            )
-                        | Ok next ->
-                            let! written =
-                                task {
-                                    try
-                                        let! result = write next token kept
-                                        return Ok result
-                                    with error ->
-                                        return Error error
-                                }
-
-                            match written with
-                            | Ok(Ok()) ->
-                                match next.State with
-                                | RequestState.Completed completedAt ->
-                                    let tags = requestTags next
-                                    instruments.RequestsSucceeded.Add(1L, tags)
-
-                                    instruments.ExecutionTime.Record(
-                                        (completedAt - next.EventTimestamp).TotalSeconds,
-                                        tags
-                                    )
-                                | RequestState.Runnable _
-                                | RequestState.Running _
-                                | RequestState.Dead
-                                | RequestState.Canceled _ -> failed next thrown activity
-                            | Ok(Error refusal) ->
+                        match command with
+                        | None ->
+                            match result with
+                            | RunResult.LostClaim ->
                                 logger.LogWarning(
-                                    "the outcome of request {RequestId} was refused: {Reason}",
-                                    request.Id,
-                                    refusal.Message
+                                    "the handler of request {RequestId} was canceled: its attempt lost its claim, so no outcome is recorded",
+                                    request.Id
                                 )
+                            | RunResult.Interrupted
+                            | RunResult.Succeeded
+                            | RunResult.Failed _
+                            | RunResult.Threw _
+                            | RunResult.TimedOut _ ->
+                                do! releaseClaim request token "the handler was canceled by a hard shutdown"
+                        | Some command ->
+                            match HandlerRequest.transition settings.Backoff command request with
                             | Error error ->
-                                logger.LogError(error, "error recording the outcome of request {RequestId}", request.Id)
+                                match kept with
+                                | Some transaction -> do! transaction.DisposeAsync()
+                                | None -> ()
 
-                                if not (isNull activity) then
-                                    activity.SetStatus(ActivityStatusCode.Error, "error running transaction")
-                                    |> ignore
+                                logger.LogError(
+                                    "the core refused the outcome of request {RequestId}: {Reason}",
+                                    request.Id,
+                                    error.Message
+                                )
+                            | Ok next ->
+                                deferred <- true
+
+                                let finish =
+                                    task {
+                                        try
+                                            let! written =
+                                                task {
+                                                    try
+                                                        let! result = write next token kept
+                                                        return Ok result
+                                                    with error ->
+                                                        return Error error
+                                                }
+
+                                            match written with
+                                            | Ok(Ok()) ->
+                                                match next.State with
+                                                | RequestState.Completed completedAt ->
+                                                    let tags = requestTags next
+                                                    instruments.RequestsSucceeded.Add(1L, tags)
+
+                                                    instruments.ExecutionTime.Record(
+                                                        (completedAt - next.EventTimestamp).TotalSeconds,
+                                                        tags
+                                                    )
+                                                | RequestState.Runnable _
+                                                | RequestState.Running _
+                                                | RequestState.Dead
+                                                | RequestState.Canceled _ -> failed next thrown activity
+                                            | Ok(Error refusal) ->
+                                                logger.LogWarning(
+                                                    "the outcome of request {RequestId} was refused: {Reason}",
+                                                    request.Id,
+                                                    refusal.Message
+                                                )
+                                            | Error error ->
+                                                logger.LogError(
+                                                    error,
+                                                    "error recording the outcome of request {RequestId}",
+                                                    request.Id
+                                                )
+
+                                                if not (isNull activity) then
+                                                    activity.SetStatus(
+                                                        ActivityStatusCode.Error,
+                                                        "error running transaction"
+                                                    )
+                                                    |> ignore
+                                        finally
+                                            if not (isNull activity) then
+                                                activity.Dispose()
+                                    }
+
+                                pending.Enqueue finish
+            finally
+                if not deferred && not (isNull activity) then
+                    activity.Dispose()
         }
 
     /// One round: recovers lapsed leases, claims up to Limit runnable requests and runs them on Workers
@@ -1010,6 +1038,7 @@ type Executor
                         let keeper = LeaseKeeper(store, options.Lease, logger, time)
                         use roundOver = CancellationTokenSource.CreateLinkedTokenSource hardStop
                         let renewing = keeper.RunAsync roundOver.Token
+                        let pending = ConcurrentQueue<Task>()
 
                         let! ran =
                             task {
@@ -1018,9 +1047,11 @@ type Executor
                                         Parallel.ForEachAsync(
                                             claim.Claimed,
                                             ParallelOptions(MaxDegreeOfParallelism = options.Workers),
-                                            fun request _ -> ValueTask(execute stopping hardStop keeper request)
+                                            fun request _ -> ValueTask(execute stopping hardStop keeper pending request)
                                         )
 
+                                    // The outcomes written after their workers moved on.
+                                    do! Task.WhenAll pending
                                     return None
                                 with error ->
                                     return Some error
