@@ -334,6 +334,33 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
         )
         :> IAsyncEnumerable<'item>
 
+    /// Reads one row per item, in order: accepted, or the refusal code; `onRow` sees each row for its
+    /// other columns.
+    let readResults
+        (reader: NpgsqlDataReader)
+        (onRow: NpgsqlDataReader -> unit)
+        (cancellationToken: CancellationToken)
+        =
+        task {
+            let results = ResizeArray()
+            let! more = reader.ReadAsync cancellationToken
+            let mutable more = more
+
+            while more do
+                results.Add(
+                    if reader.GetBoolean 0 then
+                        Ok()
+                    else
+                        Error(Db.refusal (reader.GetInt32 1))
+                )
+
+                onRow reader
+                let! next = reader.ReadAsync cancellationToken
+                more <- next
+
+            return List.ofSeq results
+        }
+
     let recordInTransaction
         (outcome: OutcomeWrite)
         (transaction: MartenHandlerTransaction)
@@ -381,27 +408,15 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
 
                 use command = Db.command connection recordOutcomesSql parameters
                 use! reader = command.ExecuteReaderAsync cancellationToken
-                let results = ResizeArray()
-                let mutable ready = false
-                let! more = reader.ReadAsync cancellationToken
-                let mutable more = more
+                let ready = ref false
 
-                while more do
-                    results.Add(
-                        if reader.GetBoolean 0 then
-                            Ok()
-                        else
-                            Error(Db.refusal (reader.GetInt32 1))
-                    )
+                let! results =
+                    readResults reader (fun row -> ready.Value <- ready.Value || row.GetBoolean 2) cancellationToken
 
-                    ready <- ready || reader.GetBoolean 2
-                    let! next = reader.ReadAsync cancellationToken
-                    more <- next
-
-                if ready then
+                if ready.Value then
                     workArrived.Trigger WorkSignal.RequestsReady
 
-                return List.ofSeq results
+                return results
         }
 
     let listen () =
@@ -828,22 +843,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                             ]
 
                     use! reader = command.ExecuteReaderAsync cancellationToken
-                    let results = ResizeArray()
-                    let! more = reader.ReadAsync cancellationToken
-                    let mutable more = more
-
-                    while more do
-                        results.Add(
-                            if reader.GetBoolean 0 then
-                                Ok()
-                            else
-                                Error(Db.refusal (reader.GetInt32 1))
-                        )
-
-                        let! next = reader.ReadAsync cancellationToken
-                        more <- next
-
-                    return List.ofSeq results
+                    return! readResults reader ignore cancellationToken
             }
 
         member _.BeginHandlerTransaction _request =
