@@ -64,7 +64,7 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
 
                             let! engine = simple configuration
                             let! event = engine.Raise("order.placed", {| Amount = 12.5m |})
-                            let! claimed = engine.Processor.ProcessAsync CancellationToken.None
+                            let! claimed = engine.ProcessAsync()
                             Expect.equal claimed 1 "the processor claims the one unprocessed event"
                             let! requests = engine.RequestsAsync()
                             let byHandler = requests |> List.map (fun r -> r.HandlerName.Value, r) |> Map.ofList
@@ -89,7 +89,7 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                             Expect.equal byHandler["ledger"].MaxErrors 5 "defaults apply to the other handler"
                             let! stored = engine.Store.FindEventAsync(event.Id, CancellationToken.None)
                             Expect.isTrue (stored |> Option.exists Event.isProcessed) "the event is marked processed"
-                            let! again = engine.Processor.ProcessAsync CancellationToken.None
+                            let! again = engine.ProcessAsync()
                             Expect.equal again 0 "a processed event is not claimed again"
                         }
 
@@ -98,7 +98,7 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                         task {
                             let! engine = simple (oneHandler "h" succeed [])
                             let! event = engine.Raise("nobody.listens", {| |})
-                            let! _ = engine.Processor.ProcessAsync CancellationToken.None
+                            let! _ = engine.ProcessAsync()
                             let! stored = engine.Store.FindEventAsync(event.Id, CancellationToken.None)
 
                             Expect.isTrue
@@ -141,7 +141,7 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                                     ExecutorOptions.Default
 
                             let! _ = engine.Raise("thing.happened", {| changed = false |})
-                            let! _ = engine.Processor.ProcessAsync CancellationToken.None
+                            let! _ = engine.ProcessAsync()
                             let! request = single engine
 
                             Expect.equal
@@ -176,7 +176,7 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                             let! event = engine.Raise("thing.happened", {| |})
 
                             for round in 1..2 do
-                                let! _ = engine.Processor.ProcessAsync CancellationToken.None
+                                let! _ = engine.ProcessAsync()
                                 let! stored = engine.Store.FindEventAsync(event.Id, CancellationToken.None)
 
                                 Expect.isFalse
@@ -194,7 +194,7 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                                 (errors |> List.exists (fun e -> e.Exception.IsSome))
                                 "the thrown exception is logged with it"
 
-                            let! _ = engine.Processor.ProcessAsync CancellationToken.None
+                            let! _ = engine.ProcessAsync()
                             let! requests = engine.RequestsAsync()
 
                             Expect.equal
@@ -287,8 +287,7 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                             Expect.isNone request.LastError "no error is recorded"
                             Expect.equal request.Errors 0 "no error is counted"
 
-                            let! claimed =
-                                engine.Executor.ExecuteAsync(CancellationToken.None, CancellationToken.None)
+                            let! claimed = engine.ExecuteAsync()
 
                             Expect.equal claimed 0 "a completed request is not run again"
                         }
@@ -312,14 +311,12 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                                     "the backoff is within the default policy's bounds for attempt 1"
                             | other -> failtest $"expected a runnable request backing off, got %A{other}"
 
-                            let! claimed =
-                                engine.Executor.ExecuteAsync(CancellationToken.None, CancellationToken.None)
+                            let! claimed = engine.ExecuteAsync()
 
                             Expect.equal claimed 0 "a request backing off is not run"
                             engine.Time.Advance high
 
-                            let! claimed =
-                                engine.Executor.ExecuteAsync(CancellationToken.None, CancellationToken.None)
+                            let! claimed = engine.ExecuteAsync()
 
                             Expect.equal claimed 1 "after the backoff the request runs again"
 
@@ -394,8 +391,7 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
 
                             engine.Time.Advance(TimeSpan.FromDays 1.0)
 
-                            let! claimed =
-                                engine.Executor.ExecuteAsync(CancellationToken.None, CancellationToken.None)
+                            let! claimed = engine.ExecuteAsync()
 
                             Expect.equal claimed 0 "a dead request is never run"
                         }
@@ -532,7 +528,7 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                                     CancellationToken.None
                                 )
 
-                            let! _ = engine.Executor.ExecuteAsync(CancellationToken.None, CancellationToken.None)
+                            let! _ = engine.ExecuteAsync()
                             let! request = single engine
 
                             Expect.equal
@@ -639,8 +635,8 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                             let! _ = engine.Raise("b", {| |})
                             engine.Time.Advance(TimeSpan.FromSeconds 1.0)
                             let! _ = engine.Raise("b", {| |})
-                            let! _ = engine.Processor.ProcessAsync CancellationToken.None
-                            let! _ = engine.Executor.ExecuteAsync(CancellationToken.None, CancellationToken.None)
+                            let! _ = engine.ProcessAsync()
+                            let! _ = engine.ExecuteAsync()
 
                             Expect.equal
                                 (List.ofSeq order)
@@ -677,7 +673,7 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                         task {
                             let! engine = simple (oneHandler "h" succeed [])
                             let! _ = engine.Raise("thing.happened", {| |})
-                            let! _ = engine.Processor.ProcessAsync CancellationToken.None
+                            let! _ = engine.ProcessAsync()
                             // A worker that claims and then dies.
                             let! lost =
                                 engine.Store.ClaimRequestsAsync(
@@ -689,14 +685,12 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
 
                             Expect.equal lost.Claimed.Length 1 "the dying worker held the request"
 
-                            let! claimed =
-                                engine.Executor.ExecuteAsync(CancellationToken.None, CancellationToken.None)
+                            let! claimed = engine.ExecuteAsync()
 
                             Expect.equal claimed 0 "a held request is not run while its lease holds"
                             engine.Time.Advance(TimeSpan.FromSeconds 31.0)
 
-                            let! claimed =
-                                engine.Executor.ExecuteAsync(CancellationToken.None, CancellationToken.None)
+                            let! claimed = engine.ExecuteAsync()
 
                             Expect.equal claimed 1 "after the lease the request is recovered and run"
                             let! request = single engine
@@ -1152,9 +1146,8 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
 
                             let workers =
                                 [
-                                    work (fun () -> engine.Processor.ProcessAsync CancellationToken.None)
-                                    work (fun () ->
-                                        engine.Executor.ExecuteAsync(CancellationToken.None, CancellationToken.None))
+                                    work (fun () -> engine.ProcessAsync())
+                                    work (fun () -> engine.ExecuteAsync())
                                     yield!
                                         others
                                         |> List.map (fun executor ->
@@ -1169,10 +1162,9 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                             let mutable more = true
 
                             while more do
-                                let! events = engine.Processor.ProcessAsync CancellationToken.None
+                                let! events = engine.ProcessAsync()
 
-                                let! requests =
-                                    engine.Executor.ExecuteAsync(CancellationToken.None, CancellationToken.None)
+                                let! requests = engine.ExecuteAsync()
 
                                 more <- events + requests > 0
 

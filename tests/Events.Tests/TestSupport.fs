@@ -187,11 +187,19 @@ type Engine =
             return List.exactlyOne stored
         }
 
+    /// One processor round, never stopped; the number of events claimed.
+    member this.ProcessAsync() =
+        this.Processor.ProcessAsync CancellationToken.None
+
+    /// One executor round, never stopped; the number of requests claimed.
+    member this.ExecuteAsync() =
+        this.Executor.ExecuteAsync(CancellationToken.None, CancellationToken.None)
+
     /// One processor round then one executor round.
     member this.RoundAsync() =
         task {
-            let! _ = this.Processor.ProcessAsync CancellationToken.None
-            let! _ = this.Executor.ExecuteAsync(CancellationToken.None, CancellationToken.None)
+            let! _ = this.ProcessAsync()
+            let! _ = this.ExecuteAsync()
             return ()
         }
 
