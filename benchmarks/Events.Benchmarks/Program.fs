@@ -29,6 +29,8 @@ Options:
                  with batches of 100 and of N
   --workers N    the framework's executor workers in the throughput runs (default 8)
   --only WHICH   memory or postgres: measure one store only
+  --head-of-line only the head-of-line scenario: a fast handler's raise-to-start delay beside a
+                 20 s handler, and without it (default options, cooperative scheduler)
   --help         this text
 
 PostgreSQL: a throwaway server started from the machine's server binaries (Debian: apt-get install
@@ -45,6 +47,8 @@ type Settings =
         Workers: int
         Memory: bool
         Postgres: bool
+        /// Only the head-of-line scenario.
+        HeadOfLineOnly: bool
     }
 
     member this.ThroughputSizes =
@@ -85,6 +89,7 @@ let private parse (argv: string[]) =
             match Int32.TryParse value with
             | true, batch when batch > 0 -> go { settings with Batch = batch } rest
             | _ -> Error $"--batch needs a positive number, got %s{value}"
+        | "--head-of-line" :: rest -> go { settings with HeadOfLineOnly = true } rest
         | "--only" :: "memory" :: rest -> go { settings with Postgres = false } rest
         | "--only" :: "postgres" :: rest -> go { settings with Memory = false } rest
         | other :: _ -> Error $"unknown option %s{other}"
@@ -98,6 +103,7 @@ let private parse (argv: string[]) =
             Workers = 8
             Memory = true
             Postgres = true
+            HeadOfLineOnly = false
         }
         (List.ofArray argv)
 
@@ -437,6 +443,33 @@ let private frameworkRuns (settings: Settings) (server: Server) =
         idleDetails.Add("framework", idle.Statements)
     }
 
+/// The head-of-line scenario on one store: the fast handler beside a slow one, then alone.
+let private headOfLineRuns (settings: Settings) (side: string) (store: unit -> Task<IEventStore * (unit -> Task)>) =
+    task {
+        let slowFor = TimeSpan.FromSeconds(if settings.Quick then 5.0 else 20.0)
+        let seconds = if settings.Quick then 4.0 else 10.0
+
+        for slow in [ true; false ] do
+            let case = if slow then "beside" else "alone"
+            heading $"%s{side}: head of line, fast handler %s{case}"
+            let! store, dispose = store ()
+
+            let! result =
+                HeadOfLine.run $"%s{side} head of line" store SchedulerKind.Cooperative slow slowFor 20.0 seconds
+
+            do! dispose ()
+            figures[$"hol/%s{side}/%s{case}/p50"] <- percentile result.Latencies 50.0
+            figures[$"hol/%s{side}/%s{case}/p99"] <- percentile result.Latencies 99.0
+            figures[$"hol/%s{side}/%s{case}/max"] <- Array.last result.Latencies
+            figures[$"hol/%s{side}/%s{case}/beside"] <- float result.StartedBeside
+            figures[$"hol/%s{side}/raised"] <- float result.Raised
+
+            told (
+                $"%s{side} %s{case}: p50 %.1f{percentile result.Latencies 50.0} ms, p99 %.1f{percentile result.Latencies 99.0} ms, "
+                + $"%d{result.StartedBeside} of %d{result.Raised} started while the slow handler ran"
+            )
+    }
+
 /// The framework's runs on the in-memory store.
 let private memoryRuns (settings: Settings) =
     task {
@@ -491,6 +524,40 @@ let private verdict (met: bool option) (text: string) =
     | Some true -> $"%s{text}: met"
     | Some false -> $"%s{text}: **not met**"
     | None -> text
+
+/// The head-of-line table: in-memory and PostgreSQL, beside a slow handler and alone.
+let private printHeadOfLine (settings: Settings) =
+    if figures.Keys |> Seq.exists (fun key -> key.StartsWith "hol/") then
+        let slowFor = if settings.Quick then 5 else 20
+        let value (side: string) (key: string) (format: float -> string) =
+            cell format (get $"hol/%s{side}/%s{key}")
+
+        let ms (value: float) = $"%.1f{value}"
+        let count (value: float) = $"%.0f{value}"
+
+        printfn ""
+        printfn "## Head of line: a fast handler beside a %d s handler (default options, cooperative)" slowFor
+        printfn ""
+        printfn "One slow.job event whose handler takes %d s, then fast.job events at 20/s; delay from each fast event's append returning to its handler's start." slowFor
+        printfn ""
+        printfn "| measure | in-memory | PostgreSQL |"
+        printfn "|---|---:|---:|"
+
+        for case, text in [ "beside", $"beside the %d{slowFor} s handler"; "alone", "without it" ] do
+            for p in [ "p50"; "p99"; "max" ] do
+                printfn "| fast handler %s, %s (ms) | %s | %s |" text p (value "memory" $"%s{case}/%s{p}" ms) (value "postgres" $"%s{case}/%s{p}" ms)
+
+        let ratio (side: string) =
+            Option.map2 (fun beside alone -> $"%.2f{beside / alone}") (get $"hol/%s{side}/beside/p99") (get $"hol/%s{side}/alone/p99")
+            |> Option.defaultValue "—"
+
+        printfn "| p99 beside ÷ p99 alone (target ≤ 2) | %s | %s |" (ratio "memory") (ratio "postgres")
+
+        printfn
+            "| fast requests started while the slow handler ran, of %s | %s | %s |"
+            (value "memory" "raised" count)
+            (value "memory" "beside/beside" count)
+            (value "postgres" "beside/beside" count)
 
 /// Fills the table's rows from the figures.
 let private tabulate (settings: Settings) (memory: PeakMemory) =
@@ -710,20 +777,46 @@ let main argv =
                             )
 
                         try
-                            memory.Enter "ceiling"
-                            do! ceilingRuns settings server
-                            memory.Enter "postgres"
-                            do! frameworkRuns settings server
+                            if not settings.HeadOfLineOnly then
+                                memory.Enter "ceiling"
+                                do! ceilingRuns settings server
+                                memory.Enter "postgres"
+                                do! frameworkRuns settings server
+
+                            do!
+                                headOfLineRuns settings "postgres" (fun () ->
+                                    task {
+                                        let! name, connectionString = server.CreateDatabaseAsync()
+                                        let! store = MartenEventStore.CreateAsync(connectionString)
+
+                                        let dispose () =
+                                            task {
+                                                do! store.DisposeAsync()
+                                                do! server.DropDatabaseAsync name
+                                            }
+                                            :> Task
+
+                                        return (store :> IEventStore), dispose
+                                    })
                         finally
                             server.DisposeAsync().AsTask().GetAwaiter().GetResult()
 
                     if settings.Memory then
                         memory.Enter "memory"
-                        do! memoryRuns settings
+
+                        if not settings.HeadOfLineOnly then
+                            do! memoryRuns settings
+
+                        do!
+                            headOfLineRuns settings "memory" (fun () ->
+                                Task.FromResult((InMemoryStore() :> IEventStore), (fun () -> Task.CompletedTask)))
                 }
 
             run.GetAwaiter().GetResult()
-            tabulate settings memory
+
+            if not settings.HeadOfLineOnly then
+                tabulate settings memory
+
             heading $"done in %.0f{started.Elapsed.TotalSeconds} s"
 
             printfn "# Events benchmark"
@@ -734,7 +827,8 @@ let main argv =
                 Environment.ProcessorCount
                 Runtime.InteropServices.RuntimeInformation.FrameworkDescription
                 Runtime.InteropServices.RuntimeInformation.OSDescription
-                (if settings.Quick then "quick (smoke)"
+                (if settings.HeadOfLineOnly then "head of line only"
+                 elif settings.Quick then "quick (smoke)"
                  elif settings.Million then "full, with 1M"
                  elif settings.MillionBacklog then "full, with a 1M backlog"
                  else "full")
@@ -760,13 +854,16 @@ let main argv =
                 AppendBatch
                 SampleBatch
 
-            printfn ""
-            printfn "| measure | in-memory | PostgreSQL | ceiling (SQL by hand) | PostgreSQL ÷ ceiling | target |"
-            printfn "|---|---:|---:|---:|---:|---|"
+            if not settings.HeadOfLineOnly then
+                printfn ""
+                printfn "| measure | in-memory | PostgreSQL | ceiling (SQL by hand) | PostgreSQL ÷ ceiling | target |"
+                printfn "|---|---:|---:|---:|---:|---|"
 
-            for r in rows do
-                printfn "| %s | %s | %s | %s | %s | %s |" r.Measure r.Memory r.Postgres r.Ceiling r.Ratio r.Target
+                for r in rows do
+                    printfn "| %s | %s | %s | %s | %s | %s |" r.Measure r.Memory r.Postgres r.Ceiling r.Ratio r.Target
 
-            printProfiles settings
-            printIdle ()
+                printProfiles settings
+                printIdle ()
+
+            printHeadOfLine settings
             0
