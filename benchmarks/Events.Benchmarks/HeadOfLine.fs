@@ -30,7 +30,15 @@ let private add name handlerName handler configuration =
 /// Raises one `slow.job` (when `slow` is set) whose handler takes `slowFor`, waits 200 ms, then raises
 /// `fast.job` at `rate` per second for `seconds`, through a scheduler of `kind` with default options on
 /// `store`; waits until every fast request started.
-let run (label: string) (store: IEventStore) (kind: SchedulerKind) (slow: bool) (slowFor: TimeSpan) (rate: float) (seconds: float) =
+let run
+    (label: string)
+    (store: IEventStore)
+    (kind: SchedulerKind)
+    (slow: bool)
+    (slowFor: TimeSpan)
+    (rate: float)
+    (seconds: float)
+    =
     task {
         let raised = ConcurrentDictionary<Guid, int64>()
         let started = ConcurrentDictionary<Guid, int64>()

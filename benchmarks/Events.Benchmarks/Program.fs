@@ -529,6 +529,7 @@ let private verdict (met: bool option) (text: string) =
 let private printHeadOfLine (settings: Settings) =
     if figures.Keys |> Seq.exists (fun key -> key.StartsWith "hol/") then
         let slowFor = if settings.Quick then 5 else 20
+
         let value (side: string) (key: string) (format: float -> string) =
             cell format (get $"hol/%s{side}/%s{key}")
 
@@ -538,17 +539,29 @@ let private printHeadOfLine (settings: Settings) =
         printfn ""
         printfn "## Head of line: a fast handler beside a %d s handler (default options, cooperative)" slowFor
         printfn ""
-        printfn "One slow.job event whose handler takes %d s, then fast.job events at 20/s; delay from each fast event's append returning to its handler's start." slowFor
+
+        printfn
+            "One slow.job event whose handler takes %d s, then fast.job events at 20/s; delay from each fast event's append returning to its handler's start."
+            slowFor
+
         printfn ""
         printfn "| measure | in-memory | PostgreSQL |"
         printfn "|---|---:|---:|"
 
         for case, text in [ "beside", $"beside the %d{slowFor} s handler"; "alone", "without it" ] do
             for p in [ "p50"; "p99"; "max" ] do
-                printfn "| fast handler %s, %s (ms) | %s | %s |" text p (value "memory" $"%s{case}/%s{p}" ms) (value "postgres" $"%s{case}/%s{p}" ms)
+                printfn
+                    "| fast handler %s, %s (ms) | %s | %s |"
+                    text
+                    p
+                    (value "memory" $"%s{case}/%s{p}" ms)
+                    (value "postgres" $"%s{case}/%s{p}" ms)
 
         let ratio (side: string) =
-            Option.map2 (fun beside alone -> $"%.2f{beside / alone}") (get $"hol/%s{side}/beside/p99") (get $"hol/%s{side}/alone/p99")
+            Option.map2
+                (fun beside alone -> $"%.2f{beside / alone}")
+                (get $"hol/%s{side}/beside/p99")
+                (get $"hol/%s{side}/alone/p99")
             |> Option.defaultValue "—"
 
         printfn "| p99 beside ÷ p99 alone (target ≤ 2) | %s | %s |" (ratio "memory") (ratio "postgres")
