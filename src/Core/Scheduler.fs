@@ -7,67 +7,9 @@ open Microsoft.Extensions.Logging
 open Microsoft.Extensions.Logging.Abstractions
 open FsToolkit.ErrorHandling
 
-/// How a scheduler drives the processor and the executor.
-[<RequireQualifiedAccess>]
-type SchedulerKind =
-    /// One loop: on each tick, process then execute.
-    | Cooperative
-    /// Two loops on the same interval, one processing, one executing.
-    | Concurrent
-
-/// Settings of a scheduler.
-type SchedulerOptions =
-    {
-        /// Cooperative (default) or concurrent.
-        Kind: SchedulerKind
-        /// The polling interval: the longest a loop waits when no wake-up signal arrives (default 1 s).
-        Interval: TimeSpan
-        /// Prefixes every metric, span attribute and log key (default none).
-        TelemetryPrefix: string
-        /// After the caller's shutdown deadline cancels running handlers, how long shutdown waits for them
-        /// to return (default 5 s).
-        ShutdownGrace: TimeSpan
-    }
-
-    /// Cooperative, 1 s, no prefix, 5 s grace.
-    static member Default =
-        {
-            Kind = SchedulerKind.Cooperative
-            Interval = TimeSpan.FromSeconds 1.0
-            TelemetryPrefix = ""
-            ShutdownGrace = TimeSpan.FromSeconds 5.0
-        }
-
-/// A wake-up a loop can wait on with a timeout; signals that arrive while the loop works are kept.
-[<Sealed>]
-type internal WakeSignal() =
-    let mutable promise =
-        TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
-
-    member _.Set() =
-        Volatile.Read(&promise).TrySetResult() |> ignore
-
-    /// Returns when signalled, when the interval passes or when the token fires; resets the signal.
-    member _.WaitAsync(interval: TimeSpan, time: TimeProvider, cancellationToken: CancellationToken) : Task =
-        task {
-            let current = Volatile.Read(&promise)
-
-            if not current.Task.IsCompleted then
-                use delay = CancellationTokenSource.CreateLinkedTokenSource cancellationToken
-                let sleeping = Task.Delay(interval, time, delay.Token)
-                let! _ = Task.WhenAny(current.Task, sleeping)
-                delay.Cancel()
-
-            if current.Task.IsCompleted then
-                Interlocked.CompareExchange(
-                    &promise,
-                    TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously),
-                    current
-                )
-                |> ignore
-        }
-
-/// Drives a processor and an executor over one store: start, pause, resume, shut down.
+/// Drives a processor and an executor over one store: start, pause, resume, shut down. Its loops are
+/// pumps: the processor's side claims events while there are any, the executor's side claims requests
+/// whenever it has free slots and work may be waiting, and neither ever waits for a running handler.
 [<Sealed>]
 type Scheduler
     (
@@ -79,9 +21,8 @@ type Scheduler
         logger: ILogger,
         time: TimeProvider
     ) =
-    let options =
-        EngineOptions.validateInterval options.Interval
-        |> Validation.map (fun _ -> options)
+    let processorOptions, executorOptions, options =
+        EngineOptions.validateAll configuration processorOptions executorOptions options
         |> EngineOptions.orThrow (nameof options)
 
     let gate = obj ()
@@ -109,7 +50,7 @@ type Scheduler
                     cached <- Some(now, stats)
                     Some stats
                 with error ->
-                    logger.LogError(error, "error reading the store's gauges")
+                    logger.LogError(Log.GaugesFailed, error, "error reading the store's gauges")
                     None
 
     let instruments =
@@ -150,33 +91,61 @@ type Scheduler
 
     do processor.RequestsCreated.Add(fun () -> executeWake.Set())
 
-    /// Runs rounds while they come back full (a backlog), so a backlog drains without waiting a tick.
-    let drain (round: unit -> Task<int>) (limit: int) =
-        task {
-            let mutable full = true
-
-            while full && isRunning () && not stopping.IsCancellationRequested do
-                try
-                    let! claimed = round ()
-                    full <- claimed >= limit
-                with error ->
-                    logger.LogError(error, "error in a scheduler round")
-                    full <- false
-        }
-
-    let processRound () = processor.ProcessAsync stopping.Token
-
-    let executeRound () =
-        executor.ExecuteAsync(stopping.Token, hardStop.Token)
-
-    let loop (wait: unit -> Task) (work: unit -> Task) =
+    /// One pump loop, with the processor's side, the executor's side, or both (cooperative). Each side
+    /// knows whether work may be waiting ("more"): after a full claim, a wake-up or an interval. The
+    /// processor's side runs rounds while they come back full; the executor's side claims while it has
+    /// free slots and work may be waiting. With nothing to do now, the loop waits for a wake-up of a side
+    /// with no known work, for a free slot if the executor's side has work but no slot, or for the
+    /// interval.
+    let pump (processing: bool) (executing: bool) =
         Task.Run<unit>(fun () ->
             task {
+                let mutable processMore = processing
+                let mutable executeMore = executing
+
                 while not stopping.IsCancellationRequested do
                     if isRunning () then
-                        do! work ()
+                        try
+                            if processing && processMore then
+                                let! claimed = processor.ProcessAsync stopping.Token
+                                processMore <- claimed >= processorOptions.Limit
 
-                    do! wait ()
+                            if executing && executeMore && executor.FreeSlots > 0 then
+                                let! step = executor.ClaimAsync(stopping.Token, hardStop.Token)
+                                executeMore <- step.Full
+                        with error ->
+                            logger.LogError(Log.LoopFailed, error, "error in a scheduler loop")
+                            processMore <- false
+                            executeMore <- false
+
+                    let ready =
+                        isRunning ()
+                        && (processing && processMore || executing && executeMore && executor.FreeSlots > 0)
+
+                    if not ready then
+                        let waits =
+                            [
+                                if processing then
+                                    processWake.Signalled
+                                if executing then
+                                    if executeMore then
+                                        executor.SlotFreed.Signalled
+                                    else
+                                        executeWake.Signalled
+                            ]
+
+                        let before = time.GetTimestamp()
+                        do! Wake.anyAsync waits options.Interval time stopping.Token
+                        let polled = time.GetElapsedTime before >= options.Interval
+                        // Each loop takes only its own sides' signals.
+                        if processing && (processWake.Take() || polled) then
+                            processMore <- true
+
+                        if executing then
+                            executor.SlotFreed.Take() |> ignore
+
+                            if executeWake.Take() || polled then
+                                executeMore <- true
             })
         :> Task
 
@@ -207,45 +176,11 @@ type Scheduler
         | Error error -> invalidOp error.Message
         | Ok _ ->
             gaugesOn <- true
-            let interval = options.Interval
-
-            let waitEither () =
-                // The cooperative loop wakes on either signal.
-                let both = new CancellationTokenSource()
-
-                task {
-                    let linked =
-                        CancellationTokenSource.CreateLinkedTokenSource(stopping.Token, both.Token)
-
-                    let! _ =
-                        Task.WhenAny(
-                            processWake.WaitAsync(interval, time, linked.Token),
-                            executeWake.WaitAsync(interval, time, linked.Token)
-                        )
-
-                    both.Cancel()
-                    linked.Dispose()
-                    both.Dispose()
-                }
-                :> Task
 
             loops <-
                 match options.Kind with
-                | SchedulerKind.Cooperative ->
-                    [|
-                        loop waitEither (fun () ->
-                            task {
-                                do! drain processRound processorOptions.Limit
-                                do! drain executeRound executorOptions.Limit
-                            })
-                    |]
-                | SchedulerKind.Concurrent ->
-                    [|
-                        loop (fun () -> processWake.WaitAsync(interval, time, stopping.Token)) (fun () ->
-                            drain processRound processorOptions.Limit)
-                        loop (fun () -> executeWake.WaitAsync(interval, time, stopping.Token)) (fun () ->
-                            drain executeRound executorOptions.Limit)
-                    |]
+                | SchedulerKind.Cooperative -> [| pump true true |]
+                | SchedulerKind.Concurrent -> [| pump true false; pump false true |]
 
     /// Skips ticks until resumed (ignored unless running).
     member _.Pause() = move SchedulerCommand.Pause |> ignore
@@ -260,7 +195,7 @@ type Scheduler
         | Error _ -> ()
 
     /// Stops claiming, lets running handlers finish until `deadline` fires, then cancels them and waits
-    /// up to ShutdownGrace for them to return. Claimed work not started is released. Refused unless
+    /// up to ShutdownGrace for them to return. Claimed work not started is given back. Refused unless
     /// running or paused.
     member _.ShutdownAsync(deadline: CancellationToken) : Task =
         task {
@@ -268,21 +203,31 @@ type Scheduler
             | Error error -> invalidOp error.Message
             | Ok _ ->
                 stopping.Cancel()
-                let all = Task.WhenAll loops
+
+                let finished =
+                    task {
+                        do! Task.WhenAll loops
+                        do! executor.WhenIdleAsync()
+                    }
+                    :> Task
+
                 let expired = Task.Delay(Timeout.InfiniteTimeSpan, deadline)
-                let! first = Task.WhenAny(all, expired)
+                let! first = Task.WhenAny(finished, expired)
 
-                if first <> all then
-                    logger.LogWarning("shutdown deadline reached: canceling running handlers")
+                if first <> finished then
+                    logger.LogWarning(Log.ShutdownDeadline, "shutdown deadline reached: canceling running handlers")
                     hardStop.Cancel()
-                    let! _ = Task.WhenAny(all, Task.Delay(options.ShutdownGrace, time))
+                    let! _ = Task.WhenAny(finished, Task.Delay(options.ShutdownGrace, time))
 
-                    if not all.IsCompleted then
+                    if not finished.IsCompleted then
                         logger.LogError(
-                            "handlers still running {Grace} after they were canceled; their leases will lapse",
+                            Log.ShutdownStuck,
+                            "{Count} handlers still running {Grace} after they were canceled; their leases will lapse",
+                            executor.Running,
                             options.ShutdownGrace
                         )
 
+                executor.StopRenewing()
                 gaugesOn <- false
                 subscription.Dispose()
         }

@@ -35,8 +35,10 @@ type SchedulerError =
     /// A sentence that says why.
     member this.Message =
         match this with
-        | AlreadyStarted status -> $"the scheduler can start only when not started, it is %A{status}"
-        | NotRunning status -> $"the scheduler can shut down only when running or paused, it is %A{status}"
+        | AlreadyStarted status ->
+            $"scheduler is already started: it can start only when not started, and it is %A{status}"
+        | NotRunning status ->
+            $"scheduler is not operational: it can shut down only when running or paused, and it is %A{status}"
 
 /// The scheduler's pure status machine.
 [<RequireQualifiedAccess>]

@@ -4,6 +4,7 @@ open System
 open System.Collections.Generic
 open System.Diagnostics
 open System.Diagnostics.Metrics
+open Microsoft.Extensions.Logging
 
 /// The names under which the library publishes its traces and metrics.
 [<AbstractClass; Sealed>]
@@ -194,7 +195,174 @@ type Instruments(prefix: string, stats: unit -> StoreStats option, now: unit -> 
 
         source.StartActivity(spanName, ActivityKind.Internal, parent, tags, round)
 
+    /// The attributes of an event's span.
+    member this.EventSpanTags(event: Event) =
+        [
+            yield this.Tag("event.id", string event.Id)
+            yield this.Tag("event.type", event.Name.Value)
+            yield this.Tag("correlation_id", event.CorrelationId |> Option.map string |> Option.toObj)
+            match event.Entity with
+            | Some entity -> yield this.Tag("event.entity.id", entity.Id)
+            | None -> ()
+        ]
+
+    /// The attributes of a request's span.
+    member this.RequestSpanTags(request: HandlerRequest) =
+        [
+            yield this.Tag("request.id", string request.Id)
+            yield this.Tag("request.event.id", string request.EventId)
+            yield this.Tag("request.event.type", request.EventName.Value)
+            yield this.Tag("request.type", request.HandlerName.Value)
+            yield this.Tag("correlation_id", request.CorrelationId |> Option.map string |> Option.toObj)
+            match request.EventEntity with
+            | Some entity -> yield this.Tag("request.event.entity.id", entity.Id)
+            | None -> ()
+        ]
+
+    /// The attributes of the event metrics.
+    member this.EventMetricTags(event: Event) =
+        [| this.Tag("event.type", event.Name.Value) |]
+
+    /// The attributes of the request metrics.
+    member this.RequestMetricTags(request: HandlerRequest) =
+        [|
+            this.Tag("request.event.type", request.EventName.Value)
+            this.Tag("request.type", request.HandlerName.Value)
+        |]
+
+    /// The attributes of the request failure counter.
+    member this.RequestFailureTags(request: HandlerRequest, retryable: bool) =
+        Array.append
+            (this.RequestMetricTags request)
+            [|
+                this.Tag("request.retryable", retryable)
+                this.Tag("request.errors", request.Errors)
+            |]
+
+    /// The attributes of the handler metrics.
+    member this.HandlerMetricTags(request: HandlerRequest, isError: bool) =
+        [|
+            this.Tag("event_handler.name", request.HandlerName.Value)
+            this.Tag("event.type", request.EventName.Value)
+            this.Tag("event_handler.error", isError)
+        |]
+
+    /// Starts a round's span ("process events", "execute requests") once its claim found work, dated from
+    /// when the claim began: an empty poll makes no span.
+    member _.StartRound(spanName: string, startedAt: DateTimeOffset) =
+        source.StartActivity(
+            spanName,
+            ActivityKind.Internal,
+            Unchecked.defaultof<ActivityContext>,
+            Seq.empty,
+            Seq.empty,
+            startedAt
+        )
+
+    /// Starts the span of one event's processing: a child of the event's stored trace, linked to the round.
+    member this.StartEventSpan(event: Event) =
+        this.StartLinked($"process %s{event.Name.Value} event", event.Trace, this.EventSpanTags event)
+
+    /// Starts the span of one request's execution: a child of the event's stored trace, linked to the round.
+    member this.StartRequestSpan(request: HandlerRequest) =
+        this.StartLinked(
+            $"execute %s{request.HandlerName.Value} request",
+            request.EventTrace,
+            this.RequestSpanTags request
+        )
+
+    /// Starts the handler's span, a child of the request's span. When the request's span is not recorded
+    /// (its stored trace was not sampled, or nobody listens) the handler's span has the same parent, so it
+    /// follows the same sampling decision instead of hanging from a parent that is never exported.
+    member _.StartHandlerSpan(request: HandlerRequest, requestSpan: Activity) =
+        let name = $"%s{request.HandlerName.Value} handler"
+
+        match requestSpan with
+        | null ->
+            let parent =
+                match request.EventTrace with
+                | Some trace ->
+                    match ActivityContext.TryParse(trace.TraceParent, Option.toObj trace.TraceState) with
+                    | true, context -> context
+                    | false, _ -> Unchecked.defaultof<ActivityContext>
+                | None -> Unchecked.defaultof<ActivityContext>
+
+            Activity.Current <- null
+            source.StartActivity(name, ActivityKind.Internal, parent)
+        | span -> source.StartActivity(name, ActivityKind.Internal, span.Context)
+
+    /// Marks a span failed with this description, recording the exception as a span event when there is one.
+    static member Fail(span: Activity, description: string, error: exn) =
+        if not (isNull span) then
+            if not (isNull error) then
+                span.AddException error |> ignore
+
+            span.SetStatus(ActivityStatusCode.Error, description) |> ignore
+
+    /// Marks a handler's span with its result: a thrown error as an exception event and the Go framework's
+    /// panic attribute; any other failure as an error status.
+    member this.MarkHandler(span: Activity, result: AttemptResult) =
+        if not (isNull span) then
+            match result with
+            | AttemptResult.Succeeded -> ()
+            | AttemptResult.Threw error ->
+                span.SetTag(this.Name "request.event.panic", error.Message) |> ignore
+                Instruments.Fail(span, "handler threw while executing handler request", error)
+            | AttemptResult.Failed _
+            | AttemptResult.TimedOut _
+            | AttemptResult.Interrupted
+            | AttemptResult.LostClaim -> Instruments.Fail(span, "error handling event", null)
+
     interface IDisposable with
         member _.Dispose() =
             meter.Dispose()
             source.Dispose()
+
+/// Log event ids, one per kind of message, and the structured fields of the item a message is about.
+module internal Log =
+
+    let ClaimEventsFailed = EventId(1, "ClaimEventsFailed")
+    let BeforeProcessFailed = EventId(2, "BeforeProcessFailed")
+    let NoHandlers = EventId(3, "NoHandlers")
+    let ProcessingFailed = EventId(4, "ProcessingFailed")
+    let ReleaseEventsFailed = EventId(5, "ReleaseEventsFailed")
+    let ClaimRequestsFailed = EventId(10, "ClaimRequestsFailed")
+    let BeforeExecuteFailed = EventId(11, "BeforeExecuteFailed")
+    let RequestFailed = EventId(12, "RequestFailed")
+    let OutcomeRefused = EventId(13, "OutcomeRefused")
+    let OutcomeWriteFailed = EventId(14, "OutcomeWriteFailed")
+    let ReleaseRequestFailed = EventId(15, "ReleaseRequestFailed")
+    let ClaimLost = EventId(16, "ClaimLost")
+    let RenewalFailed = EventId(17, "RenewalFailed")
+    let ReporterFailed = EventId(18, "ReporterFailed")
+    let CoreRefused = EventId(19, "CoreRefused")
+    let ShutdownDeadline = EventId(30, "ShutdownDeadline")
+    let ShutdownStuck = EventId(31, "ShutdownStuck")
+    let GaugesFailed = EventId(32, "GaugesFailed")
+    let LoopFailed = EventId(33, "LoopFailed")
+
+    /// A time as ISO 8601 text (round-trip form), for log messages; empty for none.
+    let time (value: DateTimeOffset option) =
+        match value with
+        | Some value -> value.ToString "O"
+        | None -> ""
+
+    let eventScope (logger: ILogger) (event: Event) =
+        logger.BeginScope(
+            [
+                KeyValuePair<string, obj>("EventId", event.Id)
+                KeyValuePair<string, obj>("EventName", event.Name.Value)
+                KeyValuePair<string, obj>("CorrelationId", Option.toNullable event.CorrelationId)
+            ]
+        )
+
+    let requestScope (logger: ILogger) (request: HandlerRequest) =
+        logger.BeginScope(
+            [
+                KeyValuePair<string, obj>("RequestId", request.Id)
+                KeyValuePair<string, obj>("HandlerName", request.HandlerName.Value)
+                KeyValuePair<string, obj>("EventId", request.EventId)
+                KeyValuePair<string, obj>("EventName", request.EventName.Value)
+                KeyValuePair<string, obj>("CorrelationId", Option.toNullable request.CorrelationId)
+            ]
+        )

@@ -703,19 +703,31 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                         }
 
                     testCaseTask
-                        "a request that waited in its batch until too little of its lease was left is given back, not run"
+                        "claims are sized to free slots: with one worker each queued request is claimed as the slot frees and starts with its whole lease"
                     <| fun () ->
                         task {
-                            let starts = ConcurrentQueue<TimeSpan>()
+                            let starts = ConcurrentQueue<TimeSpan * int>()
+                            let ran = ConcurrentDictionary<Guid, unit>()
                             let mutable engineRef = None
 
-                            // Each run takes 600 ms of the test's clock; the lease is 2 s, so half of it (1 s)
-                            // must be left when a queued request starts.
+                            // Each run takes 600 ms of the test's clock and the lease is 10 s: had the 8 requests
+                            // been claimed together, the last would have waited out 4.2 s of its lease.
                             let slow: Handler =
                                 fun context _ ->
                                     let engine: Engine = engineRef.Value
                                     let lease = (HandlerRequest.lease context.Request).Value
-                                    starts.Enqueue(lease.Until - engine.Time.GetUtcNow())
+
+                                    // Claimed requests that have not started: the ones that ran already may still
+                                    // be claimed while their outcomes are written.
+                                    ran[context.Request.Id] <- ()
+
+                                    let unstarted =
+                                        (engine.RequestsAsync().GetAwaiter().GetResult())
+                                        |> List.filter (fun r ->
+                                            (HandlerRequest.lease r).IsSome && not (ran.ContainsKey r.Id))
+                                        |> List.length
+
+                                    starts.Enqueue(lease.Until - engine.Time.GetUtcNow(), unstarted)
                                     engine.Time.Advance(TimeSpan.FromMilliseconds 600.0)
                                     Task.FromResult HandlerResult.Succeeded
 
@@ -726,7 +738,7 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                                     { ExecutorOptions.Default with
                                         Workers = 1
                                         Limit = 8
-                                        Lease = TimeSpan.FromSeconds 2.0
+                                        Lease = TimeSpan.FromSeconds 10.0
                                     }
 
                             engineRef <- Some engine
@@ -735,24 +747,23 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                                 let! _ = engine.Raise("thing.happened", {| n = i |})
                                 ()
 
-                            do! engine.RoundAsync()
-                            let remaining = List.ofSeq starts
-                            Expect.equal remaining.Length 2 "only the requests that still held half their lease ran"
+                            let! _ = engine.ProcessAsync()
+                            let! claimed = engine.ExecuteAsync()
+                            Expect.equal claimed 8 "the round claimed all 8, one at a time"
+                            let runs = List.ofSeq starts
+                            Expect.equal runs.Length 8 "every request ran"
 
                             Expect.isTrue
-                                (remaining |> List.forall (fun left -> left >= TimeSpan.FromSeconds 1.0))
-                                $"every run started with at least half its lease left (%A{remaining})"
+                                (runs |> List.forall (fun (left, _) -> left = TimeSpan.FromSeconds 10.0))
+                                $"every run started with its whole lease left (%A{runs})"
+
+                            Expect.isTrue
+                                (runs |> List.forall (fun (_, unstarted) -> unstarted = 0))
+                                $"no claimed request waited unstarted at any start (%A{runs})"
 
                             let! requests = engine.RequestsAsync()
 
-                            let waiting =
-                                requests |> List.filter (fun r -> r.State = RequestState.Runnable None)
-
-                            Expect.equal waiting.Length 6 "the others were given back runnable"
-
-                            Expect.isTrue
-                                (waiting |> List.forall (fun r -> r.Errors = 0))
-                                "giving a claim back counts no error"
+                            Expect.isTrue (requests |> List.forall HandlerRequest.isTerminal) "every request completed"
                         }
 
                     testCaseTask

@@ -134,7 +134,7 @@ let statusMachine =
 
 /// Scheduling over a store made by the factory.
 let schedulerSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
-    let start (kind: SchedulerKind) (configuration: Configuration<Handler>) =
+    let startWith (kind: SchedulerKind) (configuration: Configuration<Handler>) (executorOptions: ExecutorOptions) =
         task {
             let! store = makeStore ()
             let logs = new LogSink()
@@ -144,10 +144,11 @@ let schedulerSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                     store,
                     configuration,
                     ProcessorOptions.Default,
-                    ExecutorOptions.Default,
+                    executorOptions,
                     { SchedulerOptions.Default with
                         Kind = kind
                         Interval = TimeSpan.FromMinutes 1.0
+                        ShutdownGrace = TimeSpan.FromMilliseconds 200.0
                     },
                     logs.Logger,
                     TimeProvider.System
@@ -156,21 +157,172 @@ let schedulerSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
             return store, scheduler
         }
 
-    let raise (store: IEventStore) =
+    let start (kind: SchedulerKind) (configuration: Configuration<Handler>) =
+        startWith kind configuration ExecutorOptions.Default
+
+    let raiseNamed (name: string) (store: IEventStore) =
         task {
             let event =
-                EventFactory().Application("thing.happened", {| |})
+                EventFactory().Application(name, {| |})
                 |> Result.defaultWith (fun e -> failwith e.Message)
 
             let! _ = store.AppendAsync([ event ], CancellationToken.None)
             return ()
         }
 
+    let raise (store: IEventStore) = raiseNamed "thing.happened" store
+
+    let requestsOf (store: IEventStore) =
+        toList (store.RequestsAsync CancellationToken.None)
+
     let completed (store: IEventStore) (count: int) () =
         task {
             let! requests = toList (store.RequestsAsync CancellationToken.None)
             return (requests |> Seq.filter HandlerRequest.isTerminal |> Seq.length) >= count
         }
+
+    /// A fast handler's request completes while a slow handler's request still runs: the slow one holds
+    /// its own slot and no other.
+    let fastBesideSlow kind =
+        testCaseTask $"the %A{kind} scheduler completes a fast handler's request while a slow handler still runs"
+        <| fun () ->
+            task {
+                let slowStarted = TaskCompletionSource()
+                let releaseSlow = TaskCompletionSource()
+
+                let slow: Handler =
+                    fun _ _ ->
+                        task {
+                            slowStarted.TrySetResult() |> ignore
+                            do! releaseSlow.Task
+                            return HandlerResult.Succeeded
+                        }
+
+                let! store, scheduler =
+                    start kind (configure [ "slow.job", "slow", slow, []; "fast.job", "fast", succeed, [] ])
+
+                use scheduler = scheduler
+                scheduler.Start()
+                do! raiseNamed "slow.job" store
+                do! slowStarted.Task.WaitAsync(TimeSpan.FromSeconds 30.0)
+
+                for _ in 1..5 do
+                    do! raiseNamed "fast.job" store
+
+                do!
+                    waitUntil (TimeSpan.FromSeconds 30.0) "the fast requests completed beside the slow one" (fun () ->
+                        task {
+                            let! requests = requestsOf store
+
+                            return
+                                requests
+                                |> List.filter (fun r -> r.HandlerName.Value = "fast" && HandlerRequest.isTerminal r)
+                                |> List.length
+                                    =
+                                    5
+                        })
+
+                Expect.isFalse releaseSlow.Task.IsCompleted "the slow handler was still running all along"
+                let! requests = requestsOf store
+                let slowRequest = requests |> List.find (fun r -> r.HandlerName.Value = "slow")
+                Expect.isSome (HandlerRequest.lease slowRequest) "the slow request is still running, claimed"
+                releaseSlow.SetResult()
+                use deadline = new CancellationTokenSource(TimeSpan.FromSeconds 30.0)
+                do! scheduler.ShutdownAsync deadline.Token
+            }
+
+    /// With n slots, n handlers run at once when n are runnable, and never more.
+    let slotsBound kind =
+        testCaseTask $"the %A{kind} scheduler runs n handlers at once with Workers = n when n are runnable, never more"
+        <| fun () ->
+            task {
+                let workers = 3
+                let mutable current = 0
+                let mutable highest = 0
+                let allRunning = TaskCompletionSource()
+
+                let counted: Handler =
+                    fun _ _ ->
+                        task {
+                            let now = Interlocked.Increment &current
+                            lock allRunning (fun () -> highest <- max highest now)
+
+                            if now >= workers then
+                                allRunning.TrySetResult() |> ignore
+
+                            // Holds its slot until n run at once (the timeout only keeps a broken pump from hanging the run).
+                            let! _ = Task.WhenAny(allRunning.Task, Task.Delay(TimeSpan.FromSeconds 30.0))
+                            Interlocked.Decrement &current |> ignore
+                            return HandlerResult.Succeeded
+                        }
+
+                let! store, scheduler =
+                    startWith
+                        kind
+                        (configure [ "thing.happened", "h", counted, [] ])
+                        { ExecutorOptions.Default with
+                            Workers = workers
+                        }
+
+                use scheduler = scheduler
+                scheduler.Start()
+
+                for _ in 1..10 do
+                    do! raise store
+
+                do! waitUntil (TimeSpan.FromSeconds 60.0) "all 10 requests completed" (completed store 10)
+                use deadline = new CancellationTokenSource(TimeSpan.FromSeconds 30.0)
+                do! scheduler.ShutdownAsync deadline.Token
+                Expect.isTrue allRunning.Task.IsCompleted $"%d{workers} handlers ran at once"
+                Expect.equal highest workers $"never more than %d{workers} handlers ran at once"
+            }
+
+    /// Shutdown with a handler that ignores its token: only what runs stays claimed.
+    let stuckShutdown kind =
+        testCaseTask
+            $"the %A{kind} scheduler's shutdown beside a handler that ignores its token leaves nothing claimed unstarted"
+        <| fun () ->
+            task {
+                let started = TaskCompletionSource()
+                let release = TaskCompletionSource()
+
+                let stubborn: Handler =
+                    fun _ _ ->
+                        task {
+                            started.TrySetResult() |> ignore
+                            do! release.Task
+                            return HandlerResult.Succeeded
+                        }
+
+                let! store, scheduler =
+                    startWith
+                        kind
+                        (configure [ "thing.happened", "h", stubborn, [] ])
+                        { ExecutorOptions.Default with
+                            Workers = 1
+                            Limit = 5
+                        }
+
+                use scheduler = scheduler
+                scheduler.Start()
+
+                for _ in 1..5 do
+                    do! raise store
+
+                do! started.Task.WaitAsync(TimeSpan.FromSeconds 30.0)
+                use deadline = new CancellationTokenSource(TimeSpan.FromMilliseconds 200.0)
+                do! scheduler.ShutdownAsync(deadline.Token).WaitAsync(TimeSpan.FromSeconds 30.0)
+                let! requests = requestsOf store
+                let claimed = requests |> List.filter (fun r -> (HandlerRequest.lease r).IsSome)
+                Expect.equal claimed.Length 1 "only the request whose handler still runs is claimed"
+
+                let waiting =
+                    requests
+                    |> List.filter (fun r -> r.State = RequestState.Runnable None && r.Errors = 0)
+
+                Expect.equal waiting.Length 4 "the other four were never claimed: runnable, with no error charged"
+                release.SetResult()
+            }
 
     let endToEnd kind =
         testCaseTask $"the %A{kind} scheduler handles a new event at once, woken without waiting for its 1-minute tick"
@@ -192,6 +344,12 @@ let schedulerSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
         [
             endToEnd SchedulerKind.Cooperative
             endToEnd SchedulerKind.Concurrent
+            fastBesideSlow SchedulerKind.Cooperative
+            fastBesideSlow SchedulerKind.Concurrent
+            slotsBound SchedulerKind.Cooperative
+            slotsBound SchedulerKind.Concurrent
+            stuckShutdown SchedulerKind.Cooperative
+            stuckShutdown SchedulerKind.Concurrent
 
             testCaseTask "a paused scheduler does no work until resumed"
             <| fun () ->

@@ -1,0 +1,236 @@
+namespace Events
+
+open System
+open System.Diagnostics
+open System.Threading
+open System.Threading.Tasks
+open Microsoft.Extensions.Logging
+
+/// The processor: claims unprocessed events and fans each out to one handler request per configured
+/// handler, atomically. It never waits for handlers: a round is its claim, its hooks and one commit.
+[<Sealed>]
+type Processor
+    (
+        store: IEventStore,
+        configuration: Configuration<Handler>,
+        options: ProcessorOptions,
+        instruments: Instruments,
+        logger: ILogger,
+        time: TimeProvider
+    ) =
+    let options =
+        EngineOptions.validateProcessor options
+        |> EngineOptions.orThrow (nameof options)
+
+    let requestsCreated = Event<unit>()
+
+    let release (claims: ClaimedEvent list) =
+        task {
+            if not claims.IsEmpty then
+                try
+                    do! store.ReleaseEventsAsync(claims, CancellationToken.None)
+                with error ->
+                    logger.LogError(
+                        Log.ReleaseEventsFailed,
+                        error,
+                        "error releasing {Count} claimed events",
+                        claims.Length
+                    )
+        }
+
+    /// The fan-out of one claimed event after its hook, with its span; or nothing when the hook refused it
+    /// or the processor is stopping (the claim is then released).
+    let prepare (stopping: CancellationToken) (claim: ClaimedEvent) : Task<Choice<ProcessedEvent * Activity, unit>> =
+        task {
+            let event = claim.Event
+            let activity = instruments.StartEventSpan event
+            use _ = Log.eventScope logger event
+
+            let fail (reason: string) (error: exn) =
+                logger.LogError(
+                    Log.BeforeProcessFailed,
+                    error,
+                    "error running before process for event {EventId}: {Reason}",
+                    event.Id,
+                    reason
+                )
+
+                Instruments.Fail(activity, "error running before process", null)
+
+                if not (isNull activity) then
+                    activity.Dispose()
+
+                Choice2Of2()
+
+            if stopping.IsCancellationRequested then
+                if not (isNull activity) then
+                    activity.Dispose()
+
+                return Choice2Of2()
+            else
+                let! hooked =
+                    match options.BeforeProcess with
+                    | None -> Task.FromResult(Ok(HookResult.Continue event))
+                    | Some hook ->
+                        task {
+                            try
+                                let! result = hook event stopping
+                                return Ok result
+                            with error ->
+                                return Error error
+                        }
+
+                match hooked with
+                | Error error -> return fail error.Message error
+                | Ok(HookResult.Refuse reason) -> return fail reason null
+                | Ok(HookResult.Continue event) ->
+                    logger.LogDebug("processing {EventName} event {EventId}", event.Name.Value, event.Id)
+                    let now = time.GetUtcNow()
+                    let handlers = Configuration.handlersFor event.Name configuration
+
+                    if handlers.IsEmpty then
+                        logger.LogWarning(
+                            Log.NoHandlers,
+                            "no handlers mapped for {EventName} event {EventId}",
+                            event.Name.Value,
+                            event.Id
+                        )
+
+                    let requests =
+                        handlers
+                        |> List.map (fun entry ->
+                            HandlerRequest.create (Guid.CreateVersion7 now) event entry.Name entry.Settings)
+
+                    let processed =
+                        {
+                            EventId = claim.Event.Id
+                            Token = claim.Token
+                            ProcessedAt = now
+                            Requests = requests
+                        }
+
+                    return Choice1Of2(processed, activity)
+        }
+
+    /// Commits the prepared fan-outs in one batch, counting and logging each result.
+    let commit (ready: (ClaimedEvent * ProcessedEvent * Activity)[]) =
+        task {
+            try
+                let! results =
+                    store.CommitProcessingAsync([ for _, processed, _ in ready -> processed ], CancellationToken.None)
+
+                if results.Length <> ready.Length then
+                    invalidOp $"the store answered %d{results.Length} results for %d{ready.Length} processed events"
+
+                let mutable created = false
+
+                for (claim, processed, activity), result in Seq.zip ready results do
+                    let tags = instruments.EventMetricTags claim.Event
+
+                    match result with
+                    | Ok() ->
+                        instruments.EventsProcessed.Add(1L, tags)
+
+                        instruments.ProcessingTime.Record(
+                            (processed.ProcessedAt - claim.Event.Timestamp).TotalSeconds,
+                            tags
+                        )
+
+                        created <- created || not processed.Requests.IsEmpty
+                    | Error error -> logger.LogDebug("skipped event {EventId}: {Reason}", claim.Event.Id, error.Message)
+
+                    if not (isNull activity) then
+                        activity.Dispose()
+
+                if created then
+                    requestsCreated.Trigger()
+            with error ->
+                for claim, _, activity in ready do
+                    instruments.EventsFailed.Add(1L, instruments.EventMetricTags claim.Event)
+                    use _ = Log.eventScope logger claim.Event
+                    logger.LogError(Log.ProcessingFailed, error, "error processing event {EventId}", claim.Event.Id)
+                    Instruments.Fail(activity, "error processing event", error)
+
+                    if not (isNull activity) then
+                        activity.Dispose()
+
+                do! release [ for claim, _, _ in ready -> claim ]
+        }
+
+    /// Raised after a round created handler requests, so the executor can start at once.
+    [<CLIEvent>]
+    member _.RequestsCreated = requestsCreated.Publish
+
+    /// One round: claims up to Limit events, fans them out on Workers workers, commits the batch. Stops
+    /// before starting work on its next event once `stopping` fires. A round that claims nothing makes no
+    /// span. Returns the number claimed.
+    member _.ProcessAsync(stopping: CancellationToken) : Task<int> =
+        task {
+            if stopping.IsCancellationRequested then
+                return 0
+            else
+                let startedAt = time.GetUtcNow()
+
+                let! claims =
+                    task {
+                        try
+                            let! claims =
+                                store.ClaimEventsAsync(
+                                    options.Limit,
+                                    startedAt,
+                                    options.ClaimLease,
+                                    CancellationToken.None
+                                )
+
+                            return Ok claims
+                        with error ->
+                            return Error error
+                    }
+
+                match claims with
+                | Error error ->
+                    logger.LogError(Log.ClaimEventsFailed, error, "error finding unprocessed events")
+                    return 0
+                | Ok [] -> return 0
+                | Ok claims ->
+                    use _round = instruments.StartRound("process events", startedAt)
+                    let claimArray = Array.ofList claims
+                    let prepared = Array.zeroCreate claimArray.Length
+
+                    do!
+                        Parallel.ForEachAsync(
+                            Seq.indexed claimArray,
+                            ParallelOptions(MaxDegreeOfParallelism = options.Workers),
+                            fun (index, claim) _ ->
+                                ValueTask(
+                                    task {
+                                        let! result = prepare stopping claim
+                                        prepared[index] <- result
+                                    }
+                                )
+                        )
+
+                    let paired = Array.zip claimArray prepared
+
+                    let ready =
+                        paired
+                        |> Array.choose (fun (claim, result) ->
+                            match result with
+                            | Choice1Of2(processed, activity) -> Some(claim, processed, activity)
+                            | Choice2Of2() -> None)
+
+                    let refused =
+                        paired
+                        |> Array.choose (fun (claim, result) ->
+                            match result with
+                            | Choice1Of2 _ -> None
+                            | Choice2Of2() -> Some claim)
+                        |> List.ofArray
+
+                    do! release refused
+
+                    if ready.Length > 0 then
+                        do! commit ready
+
+                    return claimArray.Length
+        }
