@@ -326,7 +326,16 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                             Expect.equal warnings.Length 2 "each retryable failure is a warning"
                             let first = warnings.Head
                             Expect.equal (first.Field "Error") (Some(box "try later")) "the log carries the error"
-                            Expect.isSome (first.Field "LastAttemptAt") "the log carries the last attempt time"
+
+                            Expect.equal
+                                (first.Field "LastAttemptAt")
+                                (Some(box (request.LastAttemptAt.Value.ToString "O")))
+                                "the log carries the last attempt time in ISO 8601"
+
+                            Expect.equal
+                                first.EventId.Name
+                                "RequestFailed"
+                                "a failed attempt's log has its own event id"
 
                             Expect.equal
                                 (first.Field "ErrorReported")
@@ -415,10 +424,10 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                             let! request = single engine
                             Expect.equal request.Errors 1 "a throw counts as a failed attempt"
 
-                            Expect.stringContains
-                                (defaultArg request.LastError "")
-                                "boom"
-                                "the error message is recorded"
+                            Expect.equal
+                                request.LastError
+                                (Some "recovered panic while executing handler request: boom")
+                                "the error is recorded in the Go framework's words"
 
                             let report = List.exactlyOne reporter.Reports
                             Expect.isTrue report.Retryable "the request is still retryable"

@@ -34,6 +34,8 @@ let all =
             BackoffTests.tests
             ConfigurationTests.tests
             HandlerRequestTests.tests
+            AttemptTests.tests
+            EngineOptionsTests.tests
             InMemoryStoreTests.tests
             EngineTests.engineSuite "memory" inMemory
             SchedulerTests.statusMachine

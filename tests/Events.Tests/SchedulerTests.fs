@@ -382,20 +382,33 @@ let schedulerSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                         task {
                             try
                                 do! scheduler.ShutdownAsync CancellationToken.None
-                                return false
-                            with :? InvalidOperationException ->
-                                return true
+                                return None
+                            with :? InvalidOperationException as error ->
+                                return Some error.Message
                         }
 
                     let! refused = refusedShutdown ()
-                    Expect.isTrue refused "shutdown before start is refused"
+                    Expect.isSome refused "shutdown before start is refused"
+
+                    Expect.stringStarts
+                        refused.Value
+                        "scheduler is not operational: "
+                        "with the Go framework's words first"
 
                     scheduler.Start()
-                    Expect.throwsT<InvalidOperationException> scheduler.Start "a second start is refused"
+
+                    let again =
+                        Thrown.by<InvalidOperationException> "a second start is refused" scheduler.Start
+
+                    Expect.stringStarts
+                        again.Message
+                        "scheduler is already started: "
+                        "with the Go framework's words first"
+
                     do! scheduler.ShutdownAsync CancellationToken.None
 
                     let! refused = refusedShutdown ()
-                    Expect.isTrue refused "a second shutdown is refused"
+                    Expect.isSome refused "a second shutdown is refused"
                 }
 
             testCaseTask "graceful shutdown lets a running handler finish before the deadline"

@@ -127,6 +127,34 @@ let private instrumentTable =
         "events.scheduler.status", MetricType.LongSumNonMonotonic, ""
     ]
 
+/// Runs `work` on an engine over a fresh store with `configuration`, exporting the library's spans through
+/// the SDK with `sampler`; returns the spans.
+let private spansOf
+    (makeStore: unit -> Task<IEventStore>)
+    (sampler: Sampler)
+    (configuration: Configuration<Handler>)
+    (work: Engine -> Task)
+    =
+    task {
+        let spans = List<Activity>()
+
+        use tracerProvider =
+            Sdk
+                .CreateTracerProviderBuilder()
+                .AddSource(Telemetry.SourceName)
+                .SetSampler(sampler)
+                .AddInMemoryExporter(spans)
+                .Build()
+
+        let! engine =
+            engineWith makeStore configuration ProcessorOptions.Default ExecutorOptions.Default ""
+
+        Activity.Current <- null
+        do! work engine
+        tracerProvider.ForceFlush() |> ignore
+        return List.ofSeq spans
+    }
+
 /// The telemetry suite over a store factory.
 let telemetrySuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
     testSequencedGroup "telemetry"
@@ -319,5 +347,115 @@ let telemetrySuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                     Expect.equal failed.Status ActivityStatusCode.Error "a failed handler's span has error status"
                     let dead = named "execute bad request" |> List.exactlyOne
                     Expect.equal dead.Status ActivityStatusCode.Error "a request that died has error status"
+                }
+
+            testCaseTask "an empty poll makes no span; a round that claims makes one"
+            <| fun () ->
+                task {
+                    let! spans =
+                        spansOf
+                            makeStore
+                            (AlwaysOnSampler())
+                            (configure [ "thing.happened", "h", succeed, [] ])
+                            (fun engine ->
+                                task {
+                                    let! _ = engine.ProcessAsync()
+                                    let! _ = engine.ExecuteAsync()
+                                    let! _ = engine.Raise("thing.happened", {| |})
+                                    do! engine.RoundAsync()
+                                    let! _ = engine.ProcessAsync()
+                                    let! _ = engine.ExecuteAsync()
+                                    return ()
+                                })
+
+                    let count name =
+                        spans |> List.filter (fun span -> span.DisplayName = name) |> List.length
+
+                    Expect.equal (count "process events") 1 "one processing round span: only the round that claimed"
+                    Expect.equal (count "execute requests") 1 "one executing round span: only the round that claimed"
+                }
+
+            testCaseTask
+                "a failed attempt marks its request span failed; a thrown handler's spans carry its exception as an event"
+            <| fun () ->
+                task {
+                    let throws: Handler = fun _ _ -> raise (InvalidOperationException "boom")
+
+                    let! spans =
+                        spansOf
+                            makeStore
+                            (AlwaysOnSampler())
+                            (configure
+                                [
+                                    "thing.happened", "thrower", throws, []
+                                    "thing.happened", "failer", failWith "nope", []
+                                ])
+                            (fun engine ->
+                                task {
+                                    let! _ = engine.Raise("thing.happened", {| |})
+                                    do! engine.RoundAsync()
+                                })
+
+                    let named name =
+                        spans |> List.find (fun span -> span.DisplayName = name)
+
+                    for handler in [ "thrower"; "failer" ] do
+                        Expect.equal
+                            (named $"execute %s{handler} request").Status
+                            ActivityStatusCode.Error
+                            $"the %s{handler} request's span of a failed, retryable attempt has error status"
+
+                    let hasException (span: Activity) =
+                        span.Events |> Seq.exists (fun e -> e.Name = "exception")
+
+                    Expect.isTrue (hasException (named "thrower handler")) "the thrown handler's span has the exception"
+                    Expect.isTrue (hasException (named "execute thrower request")) "so has its request's span"
+                    Expect.isFalse (hasException (named "failer handler")) "a returned failure has no exception event"
+                }
+
+            testCaseTask
+                "an event raised in an unsampled trace records neither its request span nor its handler span (they follow the producer's decision)"
+            <| fun () ->
+                task {
+                    let unsampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+
+                    let! spans =
+                        spansOf
+                            makeStore
+                            (ParentBasedSampler(AlwaysOnSampler()))
+                            (configure [ "thing.happened", "h", succeed, [] ])
+                            (fun engine ->
+                                task {
+                                    let event =
+                                        match engine.Factory.Application("thing.happened", {| |}) with
+                                        | Ok event ->
+                                            { event with
+                                                Trace =
+                                                    Some
+                                                        {
+                                                            TraceParent = unsampled
+                                                            TraceState = None
+                                                        }
+                                            }
+                                        | Error error -> failwith error.Message
+
+                                    let! _ = engine.Store.AppendAsync([ event ], CancellationToken.None)
+                                    do! engine.RoundAsync()
+                                    let! requests = engine.RequestsAsync()
+
+                                    Expect.isTrue
+                                        (requests |> List.forall HandlerRequest.isTerminal)
+                                        "the request was handled all the same"
+                                })
+
+                    let inTrace =
+                        spans
+                        |> List.filter (fun span -> string span.TraceId = "0af7651916cd43dd8448eb211c80319c")
+
+                    Expect.isEmpty inTrace "no span of the unsampled trace is exported"
+
+                    Expect.isFalse
+                        (spans |> List.exists (fun span -> span.DisplayName = "h handler"))
+                        "the handler span is not exported under some other parent either"
                 }
         ]

@@ -27,6 +27,7 @@ type ManualTime(start: DateTimeOffset) =
 type LogEntry =
     {
         Level: LogLevel
+        EventId: EventId
         Category: string
         Message: string
         Fields: Map<string, obj>
@@ -63,7 +64,7 @@ type LogSink() =
                 member _.BeginScope(state) = scopes.Push state
                 member _.IsEnabled _ = true
 
-                member _.Log(level, _eventId, state, error, formatter) =
+                member _.Log(level, eventId, state, error, formatter) =
                     let scoped = ResizeArray()
 
                     scopes.ForEachScope(
@@ -74,6 +75,7 @@ type LogSink() =
                     entries.Enqueue
                         {
                             Level = level
+                            EventId = eventId
                             Category = category
                             Message = formatter.Invoke(state, error)
                             Fields = Map.ofList (pairs (box state))
