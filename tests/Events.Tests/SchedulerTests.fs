@@ -310,6 +310,14 @@ let schedulerSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                     do! raise store
 
                 do! started.Task.WaitAsync(TimeSpan.FromSeconds 30.0)
+
+                do!
+                    waitUntil (TimeSpan.FromSeconds 30.0) "every event was fanned out" (fun () ->
+                        task {
+                            let! requests = requestsOf store
+                            return requests.Length = 5
+                        })
+
                 use deadline = new CancellationTokenSource(TimeSpan.FromMilliseconds 200.0)
                 do! scheduler.ShutdownAsync(deadline.Token).WaitAsync(TimeSpan.FromSeconds 30.0)
                 let! requests = requestsOf store
