@@ -266,12 +266,16 @@ type Executor
                     use activity = instruments.StartRequestSpan request
                     use _ = Log.requestScope logger request
 
-                    let handler, settings =
+                    // The code is the live configuration's; the settings (MaxErrors, Priority, Backoff and
+                    // Timeout) are the request's own, snapshotted when its event was fanned out.
+                    let handler =
                         match Configuration.tryFind request.EventName request.HandlerName configuration with
-                        | Some entry -> entry.Handler, entry.Settings
-                        | None -> missingHandler, HandlerSettings.defaults
+                        | Some entry -> entry.Handler
+                        | None -> missingHandler
 
-                    let timeout = settings.Timeout
+                    // A timeout snapshotted under an earlier, longer lease is held below this lease.
+                    let timeout =
+                        request.Timeout |> Option.map (fun timeout -> min timeout (options.Lease / 2.0))
 
                     let leaseLeft = (HandlerRequest.lease request).Value.Until - time.GetUtcNow()
 
@@ -361,7 +365,7 @@ type Executor
                                 if not commit then
                                     do! dispose opened
 
-                                match HandlerRequest.transition settings.Backoff command request with
+                                match HandlerRequest.transition request.Backoff command request with
                                 | Error error ->
                                     do! dispose kept
 

@@ -50,6 +50,10 @@ type HandlerRequest =
         MaxErrors: int
         /// Lower runs first.
         Priority: int
+        /// The wait after a failed attempt, as the handler was configured when the event was fanned out.
+        Backoff: BackoffPolicy
+        /// How long one attempt may run, as the handler was configured when the event was fanned out.
+        Timeout: TimeSpan option
         /// Failed attempts so far.
         Errors: int
         /// When an attempt last ended.
@@ -140,6 +144,8 @@ module HandlerRequest =
             EventTrace = event.Trace
             MaxErrors = settings.MaxErrors
             Priority = settings.Priority
+            Backoff = settings.Backoff
+            Timeout = settings.Timeout
             Errors = 0
             LastAttemptAt = None
             LastError = None

@@ -124,6 +124,15 @@ type RequestDocument =
         /// Lower runs first.
         [<JsonPropertyName("priority")>]
         Priority: int
+        /// The exponential backoff's base; null (with the cap) for the default backoff.
+        [<JsonPropertyName("backoffBase")>]
+        BackoffBase: Nullable<TimeSpan>
+        /// The exponential backoff's cap; null (with the base) for the default backoff.
+        [<JsonPropertyName("backoffCap")>]
+        BackoffCap: Nullable<TimeSpan>
+        /// The handler's timeout when the event was fanned out; null for none.
+        [<JsonPropertyName("timeout")>]
+        Timeout: Nullable<TimeSpan>
         /// Failed attempts so far.
         [<JsonPropertyName("errors")>]
         Errors: int
@@ -245,6 +254,15 @@ module internal Documents =
             TraceState = request.EventTrace |> Option.bind _.TraceState |> orNull
             MaxErrors = request.MaxErrors
             Priority = request.Priority
+            BackoffBase =
+                match request.Backoff with
+                | BackoffPolicy.Default -> Nullable()
+                | BackoffPolicy.Exponential exponential -> Nullable exponential.Base
+            BackoffCap =
+                match request.Backoff with
+                | BackoffPolicy.Default -> Nullable()
+                | BackoffPolicy.Exponential exponential -> Nullable exponential.Cap
+            Timeout = Option.toNullable request.Timeout
             Errors = request.Errors
             LastAttemptAt = nullableUtc request.LastAttemptAt
             LastError = orNull request.LastError
@@ -291,6 +309,16 @@ module internal Documents =
                 EventTrace = trace document.TraceParent document.TraceState
                 MaxErrors = document.MaxErrors
                 Priority = document.Priority
+                Backoff =
+                    match ofNullable document.BackoffBase, ofNullable document.BackoffCap with
+                    | None, None -> BackoffPolicy.Default
+                    | Some baseWait, Some cap -> BackoffPolicy.Exponential { Base = baseWait; Cap = cap }
+                    | Some _, None
+                    | None, Some _ ->
+                        raise (
+                            CorruptDocumentException(document.Id, "an exponential backoff needs both a base and a cap")
+                        )
+                Timeout = ofNullable document.Timeout
                 Errors = document.Errors
                 LastAttemptAt = ofNullable document.LastAttemptAt
                 LastError = ofNull document.LastError

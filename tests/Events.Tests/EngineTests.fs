@@ -266,6 +266,92 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
             testList
                 "Executor"
                 [
+                    testCaseTask
+                        "a request keeps the settings its handler had at fan-out: a later configuration changes its code, not its backoff nor its timeout"
+                    <| fun () ->
+                        task {
+                            let waits: Handler =
+                                fun _ cancellationToken ->
+                                    task {
+                                        do! Task.Delay(Timeout.InfiniteTimeSpan, cancellationToken)
+                                        return HandlerResult.Succeeded
+                                    }
+
+                            let tiny =
+                                BackoffPolicy.Exponential
+                                    {
+                                        Base = TimeSpan.FromMilliseconds 1.0
+                                        Cap = TimeSpan.FromMilliseconds 1.0
+                                    }
+
+                            let! engine =
+                                simple (
+                                    configure
+                                        [
+                                            "thing.happened",
+                                            "h",
+                                            waits,
+                                            [
+                                                HandlerOption.Timeout(TimeSpan.FromMilliseconds 50.0)
+                                                HandlerOption.Backoff tiny
+                                                HandlerOption.MaxErrors 4
+                                                HandlerOption.Priority 9
+                                            ]
+                                        ]
+                                )
+
+                            let! _ = engine.Raise("thing.happened", {| |})
+                            let! _ = engine.ProcessAsync()
+                            let! fanned = single engine
+                            Expect.equal fanned.Backoff tiny "the backoff is snapshotted at fan-out"
+
+                            Expect.equal
+                                fanned.Timeout
+                                (Some(TimeSpan.FromMilliseconds 50.0))
+                                "the timeout is snapshotted at fan-out"
+
+                            // The handler is reconfigured with no timeout and the default backoff: only its code counts.
+                            let later =
+                                configure
+                                    [
+                                        "thing.happened",
+                                        "h",
+                                        waits,
+                                        [ HandlerOption.MaxErrors 1; HandlerOption.Priority 1 ]
+                                    ]
+
+                            let executor =
+                                Executor(
+                                    engine.Store,
+                                    later,
+                                    ExecutorOptions.Default,
+                                    engine.Instruments,
+                                    engine.Logs.Logger,
+                                    engine.Time
+                                )
+
+                            let! claimed = executor.ExecuteAsync(CancellationToken.None, CancellationToken.None)
+                            Expect.equal claimed 1 "the request ran under the later configuration"
+                            let! request = single engine
+
+                            Expect.equal
+                                request.LastError
+                                (Some "handler timed out after 00:00:00.0500000")
+                                "it timed out after its own 50 ms, not the later configuration's none"
+
+                            Expect.equal
+                                (request.MaxErrors, request.Priority)
+                                (4, 9)
+                                "MaxErrors and Priority are its own"
+
+                            match request.State with
+                            | RequestState.Runnable(Some until) ->
+                                Expect.isTrue
+                                    (until <= engine.Time.GetUtcNow() + TimeSpan.FromMilliseconds 1.0)
+                                    "its backoff is its own 1 ms policy, not the default's 30 s or more"
+                            | other -> failtest $"expected a request backing off, got %A{other}"
+                        }
+
                     testCaseTask "a successful handler completes its request"
                     <| fun () ->
                         task {
