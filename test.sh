@@ -55,6 +55,32 @@ for project in "${xunit_projects[@]}"; do
   fi
 done
 
+# The packages as a user gets them: packed into artifacts/packages (unless the caller packed them there
+# already and says so with EVENTS_PACKED=1), then restored into fresh projects by tests/Packages/check.sh.
+if [ -x tests/Packages/check.sh ]; then
+  echo "== packages"
+  if [ "${EVENTS_PACKED:-}" != 1 ]; then
+    rm -rf artifacts/packages
+    if ! dotnet pack Events.sln -c "$configuration" -o artifacts/packages >"$counts_dir/pack.log" 2>&1; then
+      tail -40 "$counts_dir/pack.log"
+      echo "!! dotnet pack failed"
+      status=1
+    fi
+  fi
+  counts="$counts_dir/packages.counts"
+  if ! EVENTS_TEST_COUNTS="$counts" tests/Packages/check.sh artifacts/packages; then
+    status=1
+  fi
+  if [ -s "$counts" ]; then
+    read -r p f <"$counts"
+    passed=$((passed + p))
+    failed=$((failed + f))
+  else
+    echo "!! the package checks reported no results"
+    status=1
+  fi
+fi
+
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
   # A project that could not run counts as one failure, so the summary never reads as all green.
   failed=1

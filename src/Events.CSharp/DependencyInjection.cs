@@ -1,5 +1,6 @@
-using Marten;
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -45,6 +46,47 @@ public static class EventsServiceCollectionExtensions
             configure(provider, options);
             return options;
         });
+    }
+
+    /// <summary>
+    /// Registers Events with the engine's settings read from a configuration section (see
+    /// <see cref="EventsConfiguration.BindSettings(EventsOptions, IConfiguration)"/>), then configured by
+    /// <paramref name="configure"/>. Settings that cannot be read are reported, with every other invalid
+    /// setting, when the host starts.
+    /// </summary>
+    /// <param name="services">The service collection.</param>
+    /// <param name="settings">The section, such as <c>builder.Configuration.GetSection("Events")</c>.</param>
+    /// <param name="configure">Adds handlers and sets options, given the container.</param>
+    /// <returns>An expression to choose the store and more.</returns>
+    /// <exception cref="InvalidOperationException">Events were registered already.</exception>
+    public static EventsConfigurationExpression AddEvents(
+        this IServiceCollection services,
+        IConfiguration settings,
+        Action<IServiceProvider, EventsOptions> configure)
+    {
+        ArgumentNullException.ThrowIfNull(services);
+        ArgumentNullException.ThrowIfNull(settings);
+        ArgumentNullException.ThrowIfNull(configure);
+        return services.AddEvents((provider, options) =>
+        {
+            options.BindSettings(settings);
+            configure(provider, options);
+        });
+    }
+
+    /// <summary>Registers Events with the engine's settings read from a configuration section, then configured by <paramref name="configure"/>.</summary>
+    /// <param name="services">The service collection.</param>
+    /// <param name="settings">The section, such as <c>builder.Configuration.GetSection("Events")</c>.</param>
+    /// <param name="configure">Adds handlers and sets options.</param>
+    /// <returns>An expression to choose the store and more.</returns>
+    /// <exception cref="InvalidOperationException">Events were registered already.</exception>
+    public static EventsConfigurationExpression AddEvents(
+        this IServiceCollection services,
+        IConfiguration settings,
+        Action<EventsOptions> configure)
+    {
+        ArgumentNullException.ThrowIfNull(configure);
+        return services.AddEvents(settings, (_, options) => configure(options));
     }
 
     /// <summary>Registers Events with options made already.</summary>
@@ -98,6 +140,7 @@ public static class EventsServiceCollectionExtensions
                 provider.GetService<IErrorReporter>(),
                 provider.GetService<TimeProvider>());
         });
+        services.TryAddScoped<HandlerScope>();
         services.AddSingleton<IEventPublisher>(provider => provider.GetRequiredService<EventsRuntime>());
         services.AddSingleton<IEventsAdmin>(provider => provider.GetRequiredService<EventsRuntime>());
         services.AddHostedService<EventsHostedService>();
@@ -147,21 +190,6 @@ public sealed class EventsConfigurationExpression
     /// </summary>
     /// <returns>This expression, to chain.</returns>
     public EventsConfigurationExpression UseInMemoryStore() => UseStore(_ => EventStore.InMemory());
-
-    /// <summary>
-    /// Keeps events and handler requests in the application's Marten document store (registered with
-    /// <c>AddMarten</c>): adds the Events documents to its configuration, and registers the store as
-    /// <see cref="EventStore"/>. The hosted service creates the Events tables on start as Marten's
-    /// <c>AutoCreateSchemaObjects</c> allows; with <c>AutoCreate.None</c>, apply them with Marten's schema
-    /// tools.
-    /// </summary>
-    /// <param name="schemaName">A PostgreSQL schema of their own for the Events tables; <see langword="null"/> for the store's.</param>
-    /// <returns>This expression, to chain.</returns>
-    public EventsConfigurationExpression UseMartenStore(string? schemaName = null)
-    {
-        Services.ConfigureMarten(marten => marten.UseEvents(schemaName));
-        return UseStore(provider => EventStore.Marten(provider.GetRequiredService<IDocumentStore>()));
-    }
 
     /// <summary>Uses the store made by <paramref name="storeSource"/> from the container (registered as <see cref="EventStore"/>).</summary>
     /// <param name="storeSource">Makes the store.</param>

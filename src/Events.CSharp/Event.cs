@@ -118,6 +118,54 @@ public sealed class Event
         return made.IsOk ? new Event(made.ResultValue) : throw Refused(made.ErrorValue);
     }
 
+    /// <summary>
+    /// Makes an application event named after its data's type (<see cref="EventNames.Of{TData}"/>) on the
+    /// system clock, with the current trace context.
+    /// </summary>
+    /// <typeparam name="TData">The data type, which names the event.</typeparam>
+    /// <param name="data">A value that serialises to a JSON object.</param>
+    /// <returns>The event, not yet raised.</returns>
+    /// <exception cref="ArgumentException">The name or the data is refused; the message says why.</exception>
+    public static Event Application<TData>(TData data)
+        where TData : notnull =>
+        Application(EventNames.Of<TData>(), data, TimeProvider.System);
+
+    /// <summary>
+    /// Makes a domain event about an entity on the system clock, with the current trace context. The
+    /// entity is one value (<c>Orders.Entity("A-17")</c> of an <see cref="EntityKind"/>), so its id and kind
+    /// cannot be swapped.
+    /// </summary>
+    /// <param name="name">What happened, such as <c>"order.placed"</c>.</param>
+    /// <param name="entity">The entity the event is about.</param>
+    /// <param name="data">A value that serialises to a JSON object.</param>
+    /// <returns>The event, not yet raised.</returns>
+    /// <exception cref="ArgumentException">The name, the entity or the data is refused; the message says why.</exception>
+    public static Event Domain(string name, EntityRef entity, object data) =>
+        Domain(name, entity, data, TimeProvider.System);
+
+    /// <summary>Makes a domain event about an entity on the clock given.</summary>
+    /// <param name="name">What happened.</param>
+    /// <param name="entity">The entity the event is about.</param>
+    /// <param name="data">A value that serialises to a JSON object.</param>
+    /// <param name="timeProvider">The clock that stamps the event and its id.</param>
+    /// <returns>The event, not yet raised.</returns>
+    /// <exception cref="ArgumentException">The name, the entity or the data is refused; the message says why.</exception>
+    public static Event Domain(string name, EntityRef entity, object data, TimeProvider timeProvider)
+    {
+        ArgumentNullException.ThrowIfNull(entity);
+        return Domain(name, entity.Id, entity.Kind, data, timeProvider);
+    }
+
+    /// <summary>Makes a domain event about an entity, named after its data's type (<see cref="EventNames.Of{TData}"/>).</summary>
+    /// <typeparam name="TData">The data type, which names the event.</typeparam>
+    /// <param name="entity">The entity the event is about.</param>
+    /// <param name="data">A value that serialises to a JSON object.</param>
+    /// <returns>The event, not yet raised.</returns>
+    /// <exception cref="ArgumentException">The name, the entity or the data is refused; the message says why.</exception>
+    public static Event Domain<TData>(EntityRef entity, TData data)
+        where TData : notnull =>
+        Domain(EventNames.Of<TData>(), entity, data, TimeProvider.System);
+
     /// <summary>A copy of the event with other data (for a before-process hook that rewrites events).</summary>
     /// <param name="data">A value that serialises to a JSON object.</param>
     /// <returns>The same event with the new data.</returns>
@@ -152,4 +200,50 @@ public sealed class Event
 
     /// <inheritdoc/>
     public override string ToString() => $"{Name} {Id}";
+}
+
+/// <summary>
+/// A kind of entity that domain events are about, such as <c>"order"</c>: made once (a static field, say)
+/// and used to name each entity with <see cref="Entity(string)"/>.
+/// </summary>
+public sealed class EntityKind
+{
+    /// <summary>A kind of entity.</summary>
+    /// <param name="name">The kind's name, such as <c>"order"</c>; checked when an event is made.</param>
+    public EntityKind(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        Name = name;
+    }
+
+    /// <summary>The kind's name.</summary>
+    public string Name { get; }
+
+    /// <summary>The entity of this kind with the id given.</summary>
+    /// <param name="id">The entity's id, such as an order number.</param>
+    /// <returns>The entity.</returns>
+    public EntityRef Entity(string id) => new(this, id);
+
+    /// <inheritdoc/>
+    public override string ToString() => Name;
+}
+
+/// <summary>One entity a domain event is about: its kind and its id. Made with <see cref="EntityKind.Entity(string)"/>.</summary>
+public sealed record EntityRef
+{
+    internal EntityRef(EntityKind kind, string id)
+    {
+        ArgumentNullException.ThrowIfNull(id);
+        Kind = kind.Name;
+        Id = id;
+    }
+
+    /// <summary>The entity's kind, such as <c>"order"</c>.</summary>
+    public string Kind { get; }
+
+    /// <summary>The entity's id.</summary>
+    public string Id { get; }
+
+    /// <inheritdoc/>
+    public override string ToString() => $"{Kind} {Id}";
 }

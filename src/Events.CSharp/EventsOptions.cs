@@ -26,8 +26,14 @@ public sealed class EventsOptions
     /// <summary>The container that resolves handler classes (set by <c>AddEvents</c>).</summary>
     internal IServiceProvider? Services { get; set; }
 
-    /// <summary>The first handler class added, if any: such handlers need <see cref="Services"/>.</summary>
-    internal string? FirstHandlerClass { get; set; }
+    /// <summary>The handlers that need <see cref="Services"/> (classes, and lambdas given services), by description.</summary>
+    internal List<string> ScopedHandlers { get; } = [];
+
+    /// <summary>The handler classes, each made once in a scope when the runtime starts to check its dependencies.</summary>
+    internal Dictionary<(string Event, string Handler), Type> HandlerClasses { get; } = [];
+
+    /// <summary>Settings read from configuration that were refused, reported with the engine's when the runtime is made.</summary>
+    internal List<string> SettingsErrors { get; } = [];
 
     /// <summary>The store events and handler requests are kept in; <see langword="null"/> until chosen.</summary>
     public EventStore? Store { get; set; }
@@ -73,6 +79,15 @@ public sealed class EventsOptions
             : throw new ArgumentException(ConfigError.NewInvalidEventName(eventName, name.ErrorValue).Message, nameof(eventName));
     }
 
+    /// <summary>
+    /// Starts configuring the handlers of the event whose data is <typeparamref name="TData"/>, named by
+    /// <see cref="EventNames.Of{TData}"/> (its <see cref="EventNameAttribute"/>, else its full type name).
+    /// </summary>
+    /// <typeparam name="TData">The event's data type.</typeparam>
+    /// <returns>An expression to add the event's typed handlers with.</returns>
+    /// <exception cref="ArgumentException">The derived name breaks the naming rules; the message says why.</exception>
+    public EventHandlersExpression<TData> On<TData>() => new(On(global::Events.CSharp.EventNames.Of<TData>()));
+
     /// <summary>Uses a new in-memory store (events and requests live as long as the process).</summary>
     /// <returns>These options, to chain.</returns>
     public EventsOptions UseInMemoryStore()
@@ -80,6 +95,13 @@ public sealed class EventsOptions
         Store = EventStore.InMemory();
         return this;
     }
+
+    internal void Add(
+        string eventName,
+        string handlerName,
+        Func<HandlerContext, CancellationToken, Task<HandlerOutcome>> handler,
+        Action<HandlerOptions>? configure) =>
+        Add(eventName, handlerName, HandlerAdapter.Adapt(this, handler), configure);
 
     internal void Add(string eventName, string handlerName, CoreHandler handler, Action<HandlerOptions>? configure)
     {
@@ -123,7 +145,7 @@ public sealed class EventHandlersExpression
     {
         ArgumentNullException.ThrowIfNull(handlerName);
         ArgumentNullException.ThrowIfNull(handler);
-        options.Add(EventName, handlerName, HandlerAdapter.Adapt(handler), configure);
+        options.Add(EventName, handlerName, HandlerAdapter.Succeeding(handler), configure);
         return this;
     }
 
@@ -143,27 +165,208 @@ public sealed class EventHandlersExpression
     {
         ArgumentNullException.ThrowIfNull(handlerName);
         ArgumentNullException.ThrowIfNull(handler);
-        options.Add(EventName, handlerName, HandlerAdapter.Adapt(handler), configure);
+        options.Add(EventName, handlerName, handler, configure);
         return this;
     }
 
     /// <summary>
-    /// Adds a handler class, or replaces the code of the handler of that name and updates its settings. For
-    /// each attempt the container opens a scope and makes <typeparamref name="THandler"/> in it (registered,
-    /// or made with its constructor's dependencies from the container). Needs dependency injection
+    /// Adds a typed handler: given the event's data read once as <typeparamref name="TData"/> (never null;
+    /// data that cannot be read so fails the attempt), the context and the token.
+    /// </summary>
+    /// <typeparam name="TData">The event's data type.</typeparam>
+    /// <param name="handlerName">The handler's name, unique under its event.</param>
+    /// <param name="handler">The code; it succeeds when its task completes, and fails when it throws.</param>
+    /// <param name="configure">Sets MaxErrors, Priority, the backoff and the timeout; <see langword="null"/> for the defaults.</param>
+    /// <returns>This expression, to add more handlers to the event.</returns>
+    /// <exception cref="ArgumentException">A name or a setting is refused; the message lists every reason.</exception>
+    public EventHandlersExpression Handle<TData>(
+        string handlerName,
+        Func<TData, HandlerContext, CancellationToken, Task> handler,
+        Action<HandlerOptions>? configure = null)
+    {
+        ArgumentNullException.ThrowIfNull(handlerName);
+        ArgumentNullException.ThrowIfNull(handler);
+        options.Add(EventName, handlerName, HandlerAdapter.Typed(handler), configure);
+        return this;
+    }
+
+    /// <summary>A typed handler that reports an ordinary failure as <see cref="HandlerOutcome.Failure(string)"/>.</summary>
+    /// <typeparam name="TData">The event's data type.</typeparam>
+    /// <param name="handlerName">The handler's name, unique under its event.</param>
+    /// <param name="handler">The code, given the data read once, the context and the token.</param>
+    /// <param name="configure">Sets MaxErrors, Priority, the backoff and the timeout; <see langword="null"/> for the defaults.</param>
+    /// <returns>This expression, to add more handlers to the event.</returns>
+    /// <exception cref="ArgumentException">A name or a setting is refused; the message lists every reason.</exception>
+    public EventHandlersExpression Handle<TData>(
+        string handlerName,
+        Func<TData, HandlerContext, CancellationToken, Task<HandlerOutcome>> handler,
+        Action<HandlerOptions>? configure = null)
+    {
+        ArgumentNullException.ThrowIfNull(handlerName);
+        ArgumentNullException.ThrowIfNull(handler);
+        options.Add(EventName, handlerName, HandlerAdapter.Typed(handler), configure);
+        return this;
+    }
+
+    /// <summary>
+    /// Adds a typed handler given a service from the attempt's own scope (a Marten <c>IDocumentSession</c>
+    /// there is the one that commits with the outcome). Needs dependency injection (<c>AddEvents</c>).
+    /// </summary>
+    /// <typeparam name="TData">The event's data type.</typeparam>
+    /// <typeparam name="TService">The service, resolved in the attempt's scope.</typeparam>
+    /// <param name="handlerName">The handler's name, unique under its event.</param>
+    /// <param name="handler">The code, given the data, the service, the context and the token.</param>
+    /// <param name="configure">Sets MaxErrors, Priority, the backoff and the timeout; <see langword="null"/> for the defaults.</param>
+    /// <returns>This expression, to add more handlers to the event.</returns>
+    /// <exception cref="ArgumentException">A name or a setting is refused; the message lists every reason.</exception>
+    public EventHandlersExpression Handle<TData, TService>(
+        string handlerName,
+        Func<TData, TService, HandlerContext, CancellationToken, Task> handler,
+        Action<HandlerOptions>? configure = null)
+        where TService : notnull
+    {
+        ArgumentNullException.ThrowIfNull(handlerName);
+        ArgumentNullException.ThrowIfNull(handler);
+        options.Add(EventName, handlerName, HandlerAdapter.WithService(handler), configure);
+        options.ScopedHandlers.Add($"{handlerName} (given {typeof(TService)})");
+        return this;
+    }
+
+    /// <summary>A typed handler given a service from the attempt's scope, reporting an ordinary failure as an outcome.</summary>
+    /// <typeparam name="TData">The event's data type.</typeparam>
+    /// <typeparam name="TService">The service, resolved in the attempt's scope.</typeparam>
+    /// <param name="handlerName">The handler's name, unique under its event.</param>
+    /// <param name="handler">The code, given the data, the service, the context and the token.</param>
+    /// <param name="configure">Sets MaxErrors, Priority, the backoff and the timeout; <see langword="null"/> for the defaults.</param>
+    /// <returns>This expression, to add more handlers to the event.</returns>
+    /// <exception cref="ArgumentException">A name or a setting is refused; the message lists every reason.</exception>
+    public EventHandlersExpression Handle<TData, TService>(
+        string handlerName,
+        Func<TData, TService, HandlerContext, CancellationToken, Task<HandlerOutcome>> handler,
+        Action<HandlerOptions>? configure = null)
+        where TService : notnull
+    {
+        ArgumentNullException.ThrowIfNull(handlerName);
+        ArgumentNullException.ThrowIfNull(handler);
+        options.Add(EventName, handlerName, HandlerAdapter.WithService(handler), configure);
+        options.ScopedHandlers.Add($"{handlerName} (given {typeof(TService)})");
+        return this;
+    }
+
+    /// <summary>
+    /// Adds a handler class (an <see cref="IEventHandler{TData}"/> or an <see cref="IEventHandler"/>), or
+    /// replaces the code of the handler of that name and updates its settings. For each attempt the
+    /// container opens a scope and makes <typeparamref name="THandler"/> in it (registered, or made with its
+    /// constructor's dependencies from the container); when the runtime starts, each class is made once in
+    /// a scope of its own, so a missing dependency fails the start. Needs dependency injection
     /// (<c>AddEvents</c>); options with handler classes belong to one container.
     /// </summary>
     /// <typeparam name="THandler">The handler class.</typeparam>
     /// <param name="handlerName">The handler's name, unique under its event.</param>
     /// <param name="configure">Sets MaxErrors, Priority, the backoff and the timeout; <see langword="null"/> for the defaults.</param>
     /// <returns>This expression, to add more handlers to the event.</returns>
-    /// <exception cref="ArgumentException">A name or a setting is refused; the message lists every reason.</exception>
+    /// <exception cref="ArgumentException">
+    /// A name or a setting is refused, or the class implements no handler interface or several; the message
+    /// says why.
+    /// </exception>
     public EventHandlersExpression Handle<THandler>(string handlerName, Action<HandlerOptions>? configure = null)
-        where THandler : class, IEventHandler
+        where THandler : class
     {
         ArgumentNullException.ThrowIfNull(handlerName);
-        options.Add(EventName, handlerName, HandlerAdapter.Adapt(HandlerAdapter.Scoped<THandler>(options)), configure);
-        options.FirstHandlerClass ??= $"{handlerName} ({typeof(THandler)})";
+        options.Add(EventName, handlerName, HandlerAdapter.Class(typeof(THandler)), configure);
+        options.ScopedHandlers.Add($"{handlerName} ({typeof(THandler)})");
+        options.HandlerClasses[(EventName, handlerName)] = typeof(THandler);
+        return this;
+    }
+}
+
+/// <summary>
+/// Adds typed handlers to the event of one data type: <c>options.On&lt;OrderPlaced&gt;().Handle("ship", (order, context, ct) =&gt; ...)</c>.
+/// </summary>
+/// <typeparam name="TData">The event's data type.</typeparam>
+public sealed class EventHandlersExpression<TData>
+{
+    private readonly EventHandlersExpression untyped;
+
+    internal EventHandlersExpression(EventHandlersExpression untyped) => this.untyped = untyped;
+
+    /// <summary>The event the handlers are for.</summary>
+    public string EventName => untyped.EventName;
+
+    /// <summary>Adds a typed handler: given the data read once, the context and the token.</summary>
+    /// <param name="handlerName">The handler's name, unique under its event.</param>
+    /// <param name="handler">The code; it succeeds when its task completes, and fails when it throws.</param>
+    /// <param name="configure">Sets MaxErrors, Priority, the backoff and the timeout; <see langword="null"/> for the defaults.</param>
+    /// <returns>This expression, to add more handlers to the event.</returns>
+    /// <exception cref="ArgumentException">A name or a setting is refused; the message lists every reason.</exception>
+    public EventHandlersExpression<TData> Handle(
+        string handlerName,
+        Func<TData, HandlerContext, CancellationToken, Task> handler,
+        Action<HandlerOptions>? configure = null)
+    {
+        untyped.Handle(handlerName, handler, configure);
+        return this;
+    }
+
+    /// <summary>Adds a typed handler that reports an ordinary failure as <see cref="HandlerOutcome.Failure(string)"/>.</summary>
+    /// <param name="handlerName">The handler's name, unique under its event.</param>
+    /// <param name="handler">The code, given the data read once, the context and the token.</param>
+    /// <param name="configure">Sets MaxErrors, Priority, the backoff and the timeout; <see langword="null"/> for the defaults.</param>
+    /// <returns>This expression, to add more handlers to the event.</returns>
+    /// <exception cref="ArgumentException">A name or a setting is refused; the message lists every reason.</exception>
+    public EventHandlersExpression<TData> Handle(
+        string handlerName,
+        Func<TData, HandlerContext, CancellationToken, Task<HandlerOutcome>> handler,
+        Action<HandlerOptions>? configure = null)
+    {
+        untyped.Handle(handlerName, handler, configure);
+        return this;
+    }
+
+    /// <summary>Adds a typed handler given a service from the attempt's own scope.</summary>
+    /// <typeparam name="TService">The service, resolved in the attempt's scope.</typeparam>
+    /// <param name="handlerName">The handler's name, unique under its event.</param>
+    /// <param name="handler">The code, given the data, the service, the context and the token.</param>
+    /// <param name="configure">Sets MaxErrors, Priority, the backoff and the timeout; <see langword="null"/> for the defaults.</param>
+    /// <returns>This expression, to add more handlers to the event.</returns>
+    /// <exception cref="ArgumentException">A name or a setting is refused; the message lists every reason.</exception>
+    public EventHandlersExpression<TData> Handle<TService>(
+        string handlerName,
+        Func<TData, TService, HandlerContext, CancellationToken, Task> handler,
+        Action<HandlerOptions>? configure = null)
+        where TService : notnull
+    {
+        untyped.Handle(handlerName, handler, configure);
+        return this;
+    }
+
+    /// <summary>Adds a typed handler given a service from the attempt's scope, reporting an ordinary failure as an outcome.</summary>
+    /// <typeparam name="TService">The service, resolved in the attempt's scope.</typeparam>
+    /// <param name="handlerName">The handler's name, unique under its event.</param>
+    /// <param name="handler">The code, given the data, the service, the context and the token.</param>
+    /// <param name="configure">Sets MaxErrors, Priority, the backoff and the timeout; <see langword="null"/> for the defaults.</param>
+    /// <returns>This expression, to add more handlers to the event.</returns>
+    /// <exception cref="ArgumentException">A name or a setting is refused; the message lists every reason.</exception>
+    public EventHandlersExpression<TData> Handle<TService>(
+        string handlerName,
+        Func<TData, TService, HandlerContext, CancellationToken, Task<HandlerOutcome>> handler,
+        Action<HandlerOptions>? configure = null)
+        where TService : notnull
+    {
+        untyped.Handle(handlerName, handler, configure);
+        return this;
+    }
+
+    /// <summary>Adds a handler class, made in the attempt's scope (see <see cref="EventHandlersExpression.Handle{THandler}(string, Action{HandlerOptions})"/>).</summary>
+    /// <typeparam name="THandler">The handler class, an <see cref="IEventHandler{TData}"/>.</typeparam>
+    /// <param name="handlerName">The handler's name, unique under its event.</param>
+    /// <param name="configure">Sets MaxErrors, Priority, the backoff and the timeout; <see langword="null"/> for the defaults.</param>
+    /// <returns>This expression, to add more handlers to the event.</returns>
+    /// <exception cref="ArgumentException">A name or a setting is refused; the message lists every reason.</exception>
+    public EventHandlersExpression<TData> Handle<THandler>(string handlerName, Action<HandlerOptions>? configure = null)
+        where THandler : class, IEventHandler<TData>
+    {
+        untyped.Handle<THandler>(handlerName, configure);
         return this;
     }
 }
@@ -171,6 +374,7 @@ public sealed class EventHandlersExpression
 /// <summary>
 /// A handler as a class, made by the container for each attempt (in a scope of its own), so it can take
 /// its dependencies in its constructor. Added with <see cref="EventHandlersExpression.Handle{THandler}(string, Action{HandlerOptions})"/>.
+/// Prefer <see cref="IEventHandler{TData}"/>, which is given the data read once.
 /// </summary>
 public interface IEventHandler
 {
@@ -179,6 +383,22 @@ public interface IEventHandler
     /// <param name="cancellationToken">Fires on the handler's timeout and when a shutdown's deadline passes.</param>
     /// <returns>Whether the handler did its work.</returns>
     Task<HandlerOutcome> HandleAsync(HandlerContext context, CancellationToken cancellationToken);
+}
+
+/// <summary>
+/// A typed handler as a class, made by the container for each attempt in a scope of its own (in which a
+/// store's session, such as Marten's <c>IDocumentSession</c>, is the one that commits with the outcome).
+/// Added with <see cref="EventHandlersExpression.Handle{THandler}(string, Action{HandlerOptions})"/>.
+/// </summary>
+/// <typeparam name="TData">The event's data type.</typeparam>
+public interface IEventHandler<TData>
+{
+    /// <summary>Handles one request. Throwing fails the attempt, as <see cref="HandlerOutcome.Failure(string)"/> does.</summary>
+    /// <param name="data">The event's data, read once (never null).</param>
+    /// <param name="context">The request, the attempt and the attempt's services.</param>
+    /// <param name="cancellationToken">Fires on the handler's timeout and when a shutdown's deadline passes.</param>
+    /// <returns>Whether the handler did its work.</returns>
+    Task<HandlerOutcome> HandleAsync(TData data, HandlerContext context, CancellationToken cancellationToken);
 }
 
 /// <summary>Settings of the processor, which fans events out to handler requests.</summary>

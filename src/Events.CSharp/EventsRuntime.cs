@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.FSharp.Collections;
@@ -47,10 +48,14 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
     private readonly Scheduler scheduler;
     private readonly TimeProvider time;
     private readonly CoreEventFactory factory;
+    private readonly IReadOnlyDictionary<(string Event, string Handler), Type> handlerClasses;
+    private readonly IServiceProvider? services;
 
-    private EventsRuntime(EventStore store, Scheduler scheduler, TimeProvider time)
+    private EventsRuntime(EventStore store, Scheduler scheduler, TimeProvider time, EventsOptions options)
     {
         Store = store;
+        handlerClasses = new Dictionary<(string Event, string Handler), Type>(options.HandlerClasses);
+        services = options.Services;
         this.store = store.Port;
         this.scheduler = scheduler;
         this.time = time;
@@ -88,23 +93,41 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
     {
         var store = options.Store
             ?? throw new InvalidOperationException(
-                "no store was chosen: set EventsOptions.Store, call EventsOptions.UseInMemoryStore(), or with dependency injection UseInMemoryStore() or UseMartenStore()");
-        if (options.FirstHandlerClass is { } handlerClass && options.Services is null)
+                "no store was chosen: set EventsOptions.Store, call EventsOptions.UseInMemoryStore(), or with dependency injection UseInMemoryStore() or (with Events.CSharp.Marten) UseMartenStore()");
+        if (options.ScopedHandlers.Count > 0 && options.Services is null)
         {
             throw new InvalidOperationException(
-                $"the handler {handlerClass} is a class made by dependency injection: register Events with AddEvents");
+                $"the handler {options.ScopedHandlers[0]} is made or given services by dependency injection: register Events with AddEvents");
         }
 
         var time = options.TimeProvider ?? fallbackTime ?? TimeProvider.System;
-        var scheduler = new Scheduler(
-            store.Port,
-            options.Configuration,
-            options.Processor.ToCore(),
-            options.Executor.ToCore(options.Executor.ErrorReporter ?? fallbackReporter),
-            options.Scheduler.ToCore(),
-            logger,
-            time);
-        return new EventsRuntime(store, scheduler, time);
+        Scheduler scheduler;
+        try
+        {
+            scheduler = new Scheduler(
+                store.Port,
+                options.Configuration,
+                options.Processor.ToCore(),
+                options.Executor.ToCore(options.Executor.ErrorReporter ?? fallbackReporter),
+                options.Scheduler.ToCore(),
+                logger,
+                time);
+        }
+        catch (ArgumentException error) when (options.SettingsErrors.Count > 0)
+        {
+            throw new ArgumentException(
+                string.Join("; ", options.SettingsErrors.Append(error.Message)),
+                nameof(options),
+                error);
+        }
+
+        if (options.SettingsErrors.Count > 0)
+        {
+            ((IDisposable)scheduler).Dispose();
+            throw new ArgumentException(string.Join("; ", options.SettingsErrors), nameof(options));
+        }
+
+        return new EventsRuntime(store, scheduler, time, options);
     }
 
     /// <summary>The store the runtime works on.</summary>
@@ -119,9 +142,55 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
         _ => RuntimeStatus.Shutdown,
     };
 
-    /// <summary>Starts processing events and executing handler requests in the background.</summary>
-    /// <exception cref="InvalidOperationException">The runtime was started before.</exception>
-    public void Start() => scheduler.Start();
+    /// <summary>
+    /// Starts processing events and executing handler requests in the background. First makes each
+    /// handler class once, in a scope of its own, so that a dependency the container cannot give fails the
+    /// start (naming every such handler) instead of every attempt.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">
+    /// The runtime was started before, or a handler class cannot be made; the message names each.
+    /// </exception>
+    public void Start()
+    {
+        if (Status == RuntimeStatus.NotStarted)
+        {
+            CheckHandlerClasses();
+        }
+
+        scheduler.Start();
+    }
+
+    private void CheckHandlerClasses()
+    {
+        if (handlerClasses.Count == 0 || services is null)
+        {
+            return;
+        }
+
+        var failures = new List<string>();
+        var scopes = services.GetRequiredService<IServiceScopeFactory>();
+        foreach (var ((eventName, handlerName), type) in handlerClasses.OrderBy(entry => entry.Key))
+        {
+            var scope = scopes.CreateAsyncScope();
+            try
+            {
+                HandlerClasses.Make(type, scope.ServiceProvider);
+            }
+            catch (Exception error) when (error is InvalidOperationException or ArgumentException or InvalidCastException)
+            {
+                failures.Add($"the handler {handlerName} of {eventName} ({type}) cannot be made: {error.Message}");
+            }
+            finally
+            {
+                scope.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            }
+        }
+
+        if (failures.Count > 0)
+        {
+            throw new InvalidOperationException(string.Join("; ", failures));
+        }
+    }
 
     /// <summary>Skips rounds until resumed (ignored unless running). Handlers already running finish.</summary>
     public void Pause() => scheduler.Pause();
@@ -138,6 +207,20 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
     /// <returns>Completes when the loops have stopped.</returns>
     /// <exception cref="InvalidOperationException">The runtime is not running or paused.</exception>
     public Task ShutdownAsync(CancellationToken deadline) => scheduler.ShutdownAsync(deadline);
+
+    /// <summary>
+    /// Stops claiming work and lets running handlers finish for up to <paramref name="timeout"/>; then
+    /// cancels their tokens and waits up to <see cref="SchedulerSettings.ShutdownGrace"/> for them.
+    /// </summary>
+    /// <param name="timeout">How long running handlers may go on before they are canceled.</param>
+    /// <returns>Completes when the loops have stopped.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">The timeout is negative (other than <see cref="Timeout.InfiniteTimeSpan"/>).</exception>
+    /// <exception cref="InvalidOperationException">The runtime is not running or paused.</exception>
+    public async Task ShutdownAsync(TimeSpan timeout)
+    {
+        using var deadline = new CancellationTokenSource(timeout);
+        await scheduler.ShutdownAsync(deadline.Token).ConfigureAwait(false);
+    }
 
     /// <inheritdoc/>
     public async Task<Event> RaiseAsync(Event @event, CancellationToken cancellationToken = default)

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
 using CoreContext = Events.HandlerContext;
 
 namespace Events.CSharp;
@@ -36,14 +37,21 @@ public sealed class HandlerOutcome
     public override string ToString() => Error is null ? "Success" : $"Failure: {Error}";
 }
 
-/// <summary>What a handler is given: the request it runs for, and its event's data.</summary>
+/// <summary>
+/// What a handler is given: the request it runs for, its event's data, and (with dependency injection)
+/// the services of the attempt's own scope.
+/// </summary>
 public sealed class HandlerContext
 {
     private readonly CoreContext core;
+    private readonly IServiceProvider? root;
+    private AsyncServiceScope? scope;
+    private object? storeSession;
 
-    internal HandlerContext(CoreContext core)
+    internal HandlerContext(CoreContext core, IServiceProvider? root)
     {
         this.core = core;
+        this.root = root;
         Request = new HandlerRequest(core.Request);
     }
 
@@ -61,6 +69,17 @@ public sealed class HandlerContext
 
     /// <summary>The handler's name.</summary>
     public string HandlerName => Request.HandlerName;
+
+    /// <summary>
+    /// The services of this attempt's own scope (opened on first use, disposed when the handler returns).
+    /// In it, a store's session for the handler's own work (Marten's <c>IDocumentSession</c> and
+    /// <c>IQuerySession</c>) is the one that commits with the request's outcome.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">Events were not registered with <c>AddEvents</c>.</exception>
+    public IServiceProvider Services => (scope ??= OpenScope()).ServiceProvider;
+
+    /// <summary>Whether this attempt has a scope already (handler classes and handlers that asked for services).</summary>
+    internal bool HasScope => scope is not null;
 
     /// <summary>The event's data parsed as a read-only JSON element.</summary>
     /// <returns>The data's JSON object.</returns>
@@ -82,6 +101,45 @@ public sealed class HandlerContext
         where TTransaction : class =>
         core.Transaction.ToNullableReference() as TTransaction;
 
+    /// <summary>The data as <typeparamref name="TData"/>, for typed handlers: never null.</summary>
+    internal TData ReadData<TData>()
+    {
+        try
+        {
+            return GetData<TData>()
+                ?? throw new InvalidOperationException($"the data of {EventName} {EventId} reads as null {typeof(TData)}");
+        }
+        catch (JsonException error)
+        {
+            throw new InvalidOperationException(
+                $"the data of {EventName} {EventId} cannot be read as {typeof(TData)}: {error.Message}",
+                error);
+        }
+    }
+
+    /// <summary>The store's session view for this attempt, made once by <paramref name="make"/> (a store package's).</summary>
+    internal T? StoreSession<T>(Func<HandlerContext, T?> make)
+        where T : class =>
+        (T?)(storeSession ??= make(this));
+
+    internal ValueTask DisposeScopeAsync() => scope is { } opened ? opened.DisposeAsync() : default;
+
+    private AsyncServiceScope OpenScope()
+    {
+        var services = root
+            ?? throw new InvalidOperationException(
+                $"the handler {HandlerName} asks for services: register Events with AddEvents (dependency injection)");
+        var opened = services.GetRequiredService<IServiceScopeFactory>().CreateAsyncScope();
+        opened.ServiceProvider.GetRequiredService<HandlerScope>().Context = this;
+        return opened;
+    }
+
     /// <inheritdoc/>
     public override string ToString() => $"{HandlerName} for {EventName} {EventId}, attempt {Attempt}";
+}
+
+/// <summary>The handler context of the scope an attempt runs in; empty in every other scope.</summary>
+internal sealed class HandlerScope
+{
+    public HandlerContext? Context { get; set; }
 }

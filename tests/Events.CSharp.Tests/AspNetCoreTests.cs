@@ -15,6 +15,7 @@ using OpenTelemetry.Trace;
 namespace Facade.Tests;
 
 // begin-snippet: aspnet-handler
+[EventName("order.placed")]
 public sealed record PlaceOrder(string Number, decimal Total);
 
 public sealed class Order
@@ -31,18 +32,20 @@ public sealed class Shipment
     public decimal Total { get; set; }
 }
 
-/// <summary>Made by the container for each attempt; its Marten work commits with the request's outcome.</summary>
-public sealed class ShipOrder(IShippingService shipping) : IEventHandler
+/// <summary>
+/// Made by the container for each attempt, in a scope of its own. The IDocumentSession it is given there
+/// is the one that commits with the request's outcome: its work is saved when the handler succeeds.
+/// </summary>
+public sealed class ShipOrder(IShippingService shipping, IDocumentSession session) : IEventHandler<PlaceOrder>
 {
-    public async Task<HandlerOutcome> HandleAsync(HandlerContext context, CancellationToken cancellationToken)
+    public async Task<HandlerOutcome> HandleAsync(PlaceOrder order, HandlerContext context, CancellationToken cancellationToken)
     {
-        var order = context.GetData<PlaceOrder>()!;
         if (!await shipping.BookAsync(order.Number, cancellationToken))
         {
             return HandlerOutcome.Failure($"no carrier for order {order.Number}");
         }
 
-        context.GetMartenSession()!.Store(new Shipment { Id = order.Number, Total = order.Total });
+        session.Store(new Shipment { Id = order.Number, Total = order.Total });
         return HandlerOutcome.Success;
     }
 }
@@ -78,7 +81,7 @@ public class AspNetCoreTests(PostgresFixture fixture) : IClassFixture<PostgresFi
         builder.Services.AddMarten(builder.Configuration.GetConnectionString("Marten")!).UseLightweightSessions();
         builder.Services.AddSingleton<IShippingService, FakeShipping>();
         builder.Services
-            .AddEvents(options => options.On("order.placed")
+            .AddEvents(options => options.On<PlaceOrder>()
                 .Handle<ShipOrder>("ship-order", handler => handler.MaxErrors(10).Timeout(TimeSpan.FromSeconds(30))))
             .UseMartenStore();
         builder.Services.AddOpenTelemetry()
@@ -86,10 +89,11 @@ public class AspNetCoreTests(PostgresFixture fixture) : IClassFixture<PostgresFi
             .WithMetrics(metrics => metrics.AddEventsInstrumentation());
 
         var app = builder.Build();
+        var orders = new EntityKind("order");
         app.MapPost("/orders", async (PlaceOrder order, IDocumentSession session) =>
         {
             session.Store(new Order { Id = order.Number, Total = order.Total });
-            session.RaiseEvents(Event.Domain("order.placed", order.Number, "order", order));
+            session.RaiseEvents(Event.Domain(orders.Entity(order.Number), order));
             await session.SaveChangesAsync(); // the order and its event commit together, or neither does
             return Results.Accepted();
         });

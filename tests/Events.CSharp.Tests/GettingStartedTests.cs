@@ -11,6 +11,7 @@ namespace Facade.Tests;
 /// </summary>
 public class GettingStartedTests
 {
+    [EventName("user.created")]
     public sealed record NewUser(string Email);
 
     /// <summary>Stands in for an application's email sender.</summary>
@@ -32,31 +33,31 @@ public class GettingStartedTests
 
         // begin-snippet: without-di
         var options = new EventsOptions().UseInMemoryStore();
-        options.On("user.created")
+        options.On<NewUser>() // the event named by NewUser's [EventName("user.created")]
             .Handle(
                 "send-welcome-email",
-                async (context, cancellationToken) =>
-                {
-                    var user = context.GetData<NewUser>()!;
-                    await mailer.SendWelcomeAsync(user.Email, cancellationToken);
-                },
+                (user, context, cancellationToken) => mailer.SendWelcomeAsync(user.Email, cancellationToken),
                 handler => handler.MaxErrors(3).ExponentialBackoff(TimeSpan.FromSeconds(1), TimeSpan.FromMinutes(1)))
-            .Handle("check-email", (context, cancellationToken) =>
-                Task.FromResult(context.GetData<NewUser>()!.Email.Contains('@')
+            .Handle("check-email", (user, context, cancellationToken) =>
+                Task.FromResult(user.Email.Contains('@')
                     ? HandlerOutcome.Success
                     : HandlerOutcome.Failure("not an email address")));
 
         await using var events = EventsRuntime.Create(options);
         events.Start();
 
-        await events.RaiseApplicationEventAsync("user.created", new NewUser("ada@example.org"));
+        var raised = await events.RaiseAsync(Event.Application(new NewUser("ada@example.org")));
+        // end-snippet
+
+        // begin-snippet: wait-until-handled
+        var requests = await events.WaitUntilHandledAsync(raised, timeout: TimeSpan.FromSeconds(10));
+        Assert.All(requests, request => Assert.Equal(HandlerRequestState.Completed, request.State));
         // end-snippet
 
         await Eventually.HoldsAsync(() => mailer.Sent.Contains("ada@example.org"), "the welcome email was sent");
 
         // begin-snippet: shutdown
-        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-        await events.ShutdownAsync(deadline.Token);
+        await events.ShutdownAsync(TimeSpan.FromSeconds(10));
         // end-snippet
     }
 
@@ -69,19 +70,17 @@ public class GettingStartedTests
         var builder = Host.CreateApplicationBuilder(args);
         builder.Services.AddSingleton<Mailer>();
         builder.Services
-            .AddEvents((services, options) =>
-            {
-                var mailer = services.GetRequiredService<Mailer>();
-                options.On("user.created").Handle("send-welcome-email", (context, cancellationToken) =>
-                    mailer.SendWelcomeAsync(context.GetData<NewUser>()!.Email, cancellationToken));
-            })
+            .AddEvents(builder.Configuration.GetSection("Events"), options => options.On<NewUser>()
+                .Handle<Mailer>("send-welcome-email", (user, mailer, context, cancellationToken) =>
+                    mailer.SendWelcomeAsync(user.Email, cancellationToken)))
             .UseInMemoryStore();
         using var host = builder.Build();
         await host.StartAsync();
 
         // Anywhere in the application: IEventPublisher raises, IEventsAdmin looks after dead requests.
+        var users = new EntityKind("user");
         var publisher = host.Services.GetRequiredService<IEventPublisher>();
-        await publisher.RaiseDomainEventAsync("user.created", "user-42", "user", new NewUser("grace@example.org"));
+        await publisher.RaiseAsync(Event.Domain(users.Entity("user-42"), new NewUser("grace@example.org")));
         // end-snippet
 
         var mailer = host.Services.GetRequiredService<Mailer>();

@@ -5,6 +5,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using OpenTelemetry;
 using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
 using OpenTelemetry.Trace;
 
 namespace Facade.Tests;
@@ -158,6 +159,41 @@ public class HostingTests
 
         await canceled.Task.WaitAsync(Eventually.Timeout);
         Assert.True(stopwatch.Elapsed < TimeSpan.FromSeconds(5), $"the host stopped in {stopwatch.Elapsed}");
+    }
+
+    [Fact]
+    public async Task The_readme_telemetry_registration_exports_through_OpenTelemetrys_own_exporter()
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Services
+            .AddEvents(options =>
+            {
+                options.Scheduler.Interval = TimeSpan.FromMilliseconds(25);
+                options.On("traced").Handle("handle", (context, cancellationToken) => Task.CompletedTask);
+            })
+            .UseInMemoryStore();
+
+        // begin-snippet: telemetry
+        builder.Services.AddOpenTelemetry()
+            .ConfigureResource(resource => resource.AddService("shop"))
+            .WithTracing(tracing => tracing
+                .AddEventsInstrumentation()
+                .AddConsoleExporter()) // or .AddOtlpExporter() (package OpenTelemetry.Exporter.OpenTelemetryProtocol)
+            .WithMetrics(metrics => metrics
+                .AddEventsInstrumentation()
+                .AddConsoleExporter());
+        // end-snippet
+        using var host = builder.Build();
+        await host.StartAsync();
+
+        var runtime = host.Services.GetRequiredService<EventsRuntime>();
+        var raised = await runtime.RaiseApplicationEventAsync("traced", new { });
+        var request = Assert.Single(await runtime.WaitUntilHandledAsync(raised, Eventually.Timeout));
+
+        Assert.Equal(HandlerRequestState.Completed, request.State);
+        Assert.NotNull(host.Services.GetService<TracerProvider>());
+        Assert.NotNull(host.Services.GetService<MeterProvider>());
+        await host.StopAsync();
     }
 
     [Fact]

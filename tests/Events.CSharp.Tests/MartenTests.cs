@@ -151,4 +151,41 @@ public class MartenTests(PostgresFixture fixture) : IClassFixture<PostgresFixtur
     }
 
     public sealed record NewUser(string Email);
+
+    /// <summary>A C# entity that raises facade events as it changes.</summary>
+    public sealed class Account : IRaiseEvents
+    {
+        private static readonly EntityKind Accounts = new("account");
+
+        public string Id { get; set; } = "";
+
+        [System.Text.Json.Serialization.JsonIgnore]
+        public EventRaiser Raiser { get; } = new();
+
+        public void Open() => Raiser.Raise(Event.Domain("account.opened", Accounts.Entity(Id), new { }));
+    }
+
+    [Fact]
+    public async Task A_CSharp_entity_raising_facade_events_has_them_appended_when_its_session_saves()
+    {
+        var connectionString = await fixture.Postgres.CreateDatabaseAsync();
+        using var host = BuildHost(connectionString, options => options.On("account.opened")
+            .Handle("welcome", (context, cancellationToken) => Task.CompletedTask));
+        await host.StartAsync();
+        var account = new Account { Id = "acc-1" };
+        account.Open();
+
+        await using (var session = host.Services.GetRequiredService<IDocumentStore>().LightweightSession())
+        {
+            session.Store(account);
+            await session.SaveChangesAsync();
+        }
+
+        Assert.Empty(account.Raiser.Events);
+        await host.Services.GetRequiredService<IEventsAdmin>().WaitUntilIdleAsync(Eventually.Timeout);
+        var requests = await host.Services.GetRequiredService<IEventsAdmin>().GetRequestsAsync().ToListAsync();
+        var request = Assert.Single(requests);
+        Assert.Equal(("account.opened", "acc-1", HandlerRequestState.Completed), (request.EventName, request.EntityId, request.State));
+        await host.StopAsync();
+    }
 }
