@@ -438,22 +438,25 @@ public sealed class ExecutorSettings
     {
     }
 
-    /// <summary>Handlers run at once (at least 1; default 2).</summary>
+    /// <summary>
+    /// The executor's slots: handlers run at once (at least 1; default 2). It claims only as many requests
+    /// as it has free slots and starts each at once, so a slow handler holds its own slot and no other.
+    /// </summary>
     public int Workers { get; set; } = CoreExecutorOptions.Default.Workers;
 
-    /// <summary>Requests claimed per round (at least 1; default 50).</summary>
+    /// <summary>Requests claimed at most per claim (at least 1; default 50).</summary>
     public int Limit { get; set; } = CoreExecutorOptions.Default.Limit;
 
     /// <summary>
     /// How long a claimed request is held before another executor may recover it, counting one failed
     /// attempt (positive; default 5 minutes). While a handler runs, its lease is renewed every Lease/3,
-    /// so a handler may run longer than the lease; a queued request starts only while half of it (or its
+    /// so a handler may run longer than the lease; a claimed request starts only while half of it (or its
     /// handler's timeout) is left.
     /// </summary>
     public TimeSpan Lease { get; set; } = CoreExecutorOptions.Default.Lease;
 
     /// <summary>
-    /// Runs before each handler: may refuse to run it, giving the request back for a later round with no
+    /// Runs before each handler: may refuse to run it, giving the request back for a later claim with no
     /// error counted. <see langword="null"/> for none.
     /// </summary>
     public Func<HandlerRequest, CancellationToken, Task<HookOutcome<HandlerRequest>>>? BeforeExecute { get; set; }
@@ -476,10 +479,10 @@ public sealed class ExecutorSettings
 /// <summary>How a scheduler drives the processor and the executor.</summary>
 public enum SchedulerMode
 {
-    /// <summary>One loop: on each tick, process then execute.</summary>
+    /// <summary>One loop that alternates processing and claiming for the executor's free slots; it never waits for running handlers.</summary>
     Cooperative,
 
-    /// <summary>Two loops on the same interval, one processing, one executing.</summary>
+    /// <summary>Two loops on the same interval, one processing, one claiming for the executor.</summary>
     Concurrent,
 }
 
