@@ -19,6 +19,9 @@ type DataError =
     | InvalidJson of reason: string
     /// The data's JSON is larger than `EventData.MaxBytes`.
     | TooLarge of bytes: int
+    /// The data nests objects and arrays deeper than `EventDataLimits.MaxDepth`: it could not be read
+    /// back with the default JSON reader settings.
+    | TooDeep of depth: int
 
     /// A sentence that says what is wrong with the data.
     member this.Message =
@@ -30,11 +33,17 @@ type DataError =
         | InvalidJson reason -> $"event data is not valid JSON: %s{reason}"
         | TooLarge bytes ->
             $"event data must be at most %d{EventDataLimits.MaxBytes} bytes of UTF-8 JSON, this one has %d{bytes}"
+        | TooDeep depth ->
+            $"event data must nest objects and arrays at most %d{EventDataLimits.MaxDepth} deep (as JSON readers allow by default), this one is %d{depth} deep"
 
 /// Limits on event data.
 and [<AbstractClass; Sealed>] EventDataLimits =
     /// The largest event data accepted: 1 MiB of UTF-8 JSON.
     static member MaxBytes = 1024 * 1024
+
+    /// The deepest nesting of objects and arrays accepted: 64, the default of System.Text.Json's readers
+    /// (and so of the stores that read the data back).
+    static member MaxDepth = 64
 
 /// The data of an event: a JSON object, kept as compact JSON text so that it round-trips through
 /// System.Text.Json and a document store without loss (numbers keep their exact digits).
@@ -70,9 +79,42 @@ type EventData =
     /// An empty JSON object.
     static member Empty = EventData "{}"
 
+    /// The deepest nesting of objects and arrays in an element (1 for an object of plain values), counted
+    /// without recursion, so any depth a parser allowed is measured.
+    static member private DepthOf(element: JsonElement) =
+        let pending = System.Collections.Generic.Stack<struct (JsonElement * int)>()
+        pending.Push(struct (element, 1))
+        let mutable deepest = 0
+
+        while pending.Count > 0 do
+            let struct (current, depth) = pending.Pop()
+
+            match current.ValueKind with
+            | JsonValueKind.Object ->
+                deepest <- max deepest depth
+
+                for property in current.EnumerateObject() do
+                    pending.Push(struct (property.Value, depth + 1))
+            | JsonValueKind.Array ->
+                deepest <- max deepest depth
+
+                for item in current.EnumerateArray() do
+                    pending.Push(struct (item, depth + 1))
+            | _ -> ()
+
+        deepest
+
     static member private OfElement(element: JsonElement) =
+        let depth =
+            if element.ValueKind = JsonValueKind.Object then
+                EventData.DepthOf element
+            else
+                0
+
         if element.ValueKind <> JsonValueKind.Object then
             Error(DataError.NotAnObject element.ValueKind)
+        elif depth > EventDataLimits.MaxDepth then
+            Error(DataError.TooDeep depth)
         else
             use buffer = new MemoryStream()
 

@@ -152,6 +152,14 @@ module HandlerRequest =
             State = RequestState.Runnable None
         }
 
+    /// Error text every store can keep: U+0000, which PostgreSQL's text and jsonb cannot hold, becomes
+    /// U+FFFD (the replacement character), in memory as in the database.
+    let storable (text: string) : string =
+        if isNull text || not (text.Contains '\u0000') then
+            text
+        else
+            text.Replace('\u0000', '\uFFFD')
+
     let private failed (at: DateTimeOffset) (error: string) (backoff: int -> TimeSpan) (request: HandlerRequest) =
         let errors = request.Errors + 1
 
@@ -164,7 +172,7 @@ module HandlerRequest =
         { request with
             Errors = errors
             LastAttemptAt = Some at
-            LastError = Some error
+            LastError = Some(storable error)
             State = state
         }
 

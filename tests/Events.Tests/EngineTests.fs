@@ -267,6 +267,69 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                 "Executor"
                 [
                     testCaseTask
+                        "an error holding U+0000 is kept with U+FFFD in its place, and the outcomes written beside it are recorded"
+                    <| fun () ->
+                        task {
+                            let! engine =
+                                build
+                                    (configure
+                                        [
+                                            "thing.happened", "nul", failWith "bad\000text", []
+                                            "thing.happened", "thrower", (fun _ _ -> raise (InvalidOperationException "bad\000throw")), []
+                                            "thing.happened", "good", succeed, []
+                                        ])
+                                    ProcessorOptions.Default
+                                    { ExecutorOptions.Default with
+                                        Workers = 3
+                                    }
+
+                            for _ in 1..3 do
+                                let! _ = engine.Raise("thing.happened", {| |})
+                                ()
+
+                            do! engine.RoundAsync()
+                            let! requests = engine.RequestsAsync()
+                            let byHandler name = requests |> List.filter (fun r -> r.HandlerName.Value = name)
+
+                            Expect.isTrue
+                                (byHandler "good" |> List.forall (fun r -> (HandlerRequest.completedAt r).IsSome))
+                                "the healthy requests beside the bad errors completed"
+
+                            for request in byHandler "nul" do
+                                Expect.equal request.LastError (Some "bad\uFFFDtext") "the returned error is kept, NUL replaced"
+                                Expect.equal request.Errors 1 "and its failure counted"
+                                Expect.isNone (HandlerRequest.lease request) "nothing is left claimed"
+
+                            for request in byHandler "thrower" do
+                                Expect.equal
+                                    request.LastError
+                                    (Some "recovered panic while executing handler request: bad\uFFFDthrow")
+                                    "the thrown error is kept, NUL replaced"
+                        }
+
+                    testCaseTask "data nested deeper than 64 is refused when the event is made; the events raised beside it are handled"
+                    <| fun () ->
+                        task {
+                            let! engine = simple (oneHandler "h" succeed [])
+                            let json = "{\"a\":" + String.replicate 64 "[" + String.replicate 64 "]" + "}"
+                            use document = Text.Json.JsonDocument.Parse(json, Text.Json.JsonDocumentOptions(MaxDepth = 1000))
+
+                            match engine.Factory.Application("thing.happened", document.RootElement) with
+                            | Ok _ -> failtest "65 levels of nesting must be refused"
+                            | Error error -> Expect.stringContains error.Message "at most 64 deep" "the refusal says why"
+
+                            let! _ = engine.Raise("thing.happened", {| n = 1 |})
+                            let! _ = engine.Raise("thing.happened", {| n = 2 |})
+                            do! engine.RoundAsync()
+                            let! requests = engine.RequestsAsync()
+                            Expect.equal requests.Length 2 "only the healthy events were stored"
+
+                            Expect.isTrue
+                                (requests |> List.forall (fun r -> (HandlerRequest.completedAt r).IsSome))
+                                "and both were handled"
+                        }
+
+                    testCaseTask
                         "a request keeps the settings its handler had at fan-out: a later configuration changes its code, not its backoff nor its timeout"
                     <| fun () ->
                         task {

@@ -38,10 +38,44 @@ let private deepEquals (expected: string) (data: EventData) =
     use document = JsonDocument.Parse expected
     JsonElement.DeepEquals(document.RootElement, data.ToJsonElement())
 
+/// A JSON object nesting `depth` objects and arrays: an object holding arrays inside arrays.
+let private nested (depth: int) =
+    "{\"a\":" + String.replicate (depth - 1) "[" + "0" + String.replicate (depth - 1) "]" + "}"
+
+/// The element of JSON text parsed with a reader that allows any depth up to 10,000.
+let private deepElement (json: string) =
+    use document = JsonDocument.Parse(json, JsonDocumentOptions(MaxDepth = 10_000))
+    document.RootElement.Clone()
+
 let private examples =
     testList
         "examples"
         [
+            testCase "data is accepted exactly when the default JSON reader can read it back: at most 64 deep"
+            <| fun () ->
+                for depth in [ 1; 2; 63; 64; 65; 100; 5_000 ] do
+                    let readsBack =
+                        try
+                            use _ = JsonDocument.Parse(nested depth)
+                            true
+                        with :? JsonException ->
+                            false
+
+                    match EventData.TrySerialise(deepElement (nested depth)) with
+                    | Ok data ->
+                        Expect.isTrue readsBack $"%d{depth} deep was accepted, so it must read back"
+                        use _ = JsonDocument.Parse data.Json
+                        ()
+                    | Error(DataError.TooDeep measured) ->
+                        Expect.isFalse readsBack $"%d{depth} deep was refused, so it must not read back"
+                        Expect.equal measured depth "the refusal names the depth"
+
+                        Expect.stringContains
+                            (DataError.TooDeep measured).Message
+                            "at most 64 deep"
+                            "the message names the limit"
+                    | Error other -> failtest $"%d{depth} deep: unexpected refusal %A{other}"
+
             testCase "the empty data is an empty JSON object"
             <| fun () ->
                 Expect.equal EventData.Empty.Json "{}" "Empty must be {} so an event with no data still holds an object"
