@@ -275,7 +275,10 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                                     (configure
                                         [
                                             "thing.happened", "nul", failWith "bad\000text", []
-                                            "thing.happened", "thrower", (fun _ _ -> raise (InvalidOperationException "bad\000throw")), []
+                                            "thing.happened",
+                                            "thrower",
+                                            (fun _ _ -> raise (InvalidOperationException "bad\000throw")),
+                                            []
                                             "thing.happened", "good", succeed, []
                                         ])
                                     ProcessorOptions.Default
@@ -289,14 +292,20 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
 
                             do! engine.RoundAsync()
                             let! requests = engine.RequestsAsync()
-                            let byHandler name = requests |> List.filter (fun r -> r.HandlerName.Value = name)
+
+                            let byHandler name =
+                                requests |> List.filter (fun r -> r.HandlerName.Value = name)
 
                             Expect.isTrue
                                 (byHandler "good" |> List.forall (fun r -> (HandlerRequest.completedAt r).IsSome))
                                 "the healthy requests beside the bad errors completed"
 
                             for request in byHandler "nul" do
-                                Expect.equal request.LastError (Some "bad\uFFFDtext") "the returned error is kept, NUL replaced"
+                                Expect.equal
+                                    request.LastError
+                                    (Some "bad\uFFFDtext")
+                                    "the returned error is kept, NUL replaced"
+
                                 Expect.equal request.Errors 1 "and its failure counted"
                                 Expect.isNone (HandlerRequest.lease request) "nothing is left claimed"
 
@@ -307,16 +316,20 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                                     "the thrown error is kept, NUL replaced"
                         }
 
-                    testCaseTask "data nested deeper than 64 is refused when the event is made; the events raised beside it are handled"
+                    testCaseTask
+                        "data nested deeper than 64 is refused when the event is made; the events raised beside it are handled"
                     <| fun () ->
                         task {
                             let! engine = simple (oneHandler "h" succeed [])
                             let json = "{\"a\":" + String.replicate 64 "[" + String.replicate 64 "]" + "}"
-                            use document = Text.Json.JsonDocument.Parse(json, Text.Json.JsonDocumentOptions(MaxDepth = 1000))
+
+                            use document =
+                                Text.Json.JsonDocument.Parse(json, Text.Json.JsonDocumentOptions(MaxDepth = 1000))
 
                             match engine.Factory.Application("thing.happened", document.RootElement) with
                             | Ok _ -> failtest "65 levels of nesting must be refused"
-                            | Error error -> Expect.stringContains error.Message "at most 64 deep" "the refusal says why"
+                            | Error error ->
+                                Expect.stringContains error.Message "at most 64 deep" "the refusal says why"
 
                             let! _ = engine.Raise("thing.happened", {| n = 1 |})
                             let! _ = engine.Raise("thing.happened", {| n = 2 |})

@@ -40,7 +40,11 @@ let private deepEquals (expected: string) (data: EventData) =
 
 /// A JSON object nesting `depth` objects and arrays: an object holding arrays inside arrays.
 let private nested (depth: int) =
-    "{\"a\":" + String.replicate (depth - 1) "[" + "0" + String.replicate (depth - 1) "]" + "}"
+    "{\"a\":"
+    + String.replicate (depth - 1) "["
+    + "0"
+    + String.replicate (depth - 1) "]"
+    + "}"
 
 /// The element of JSON text parsed with a reader that allows any depth up to 10,000.
 let private deepElement (json: string) =
