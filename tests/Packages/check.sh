@@ -39,7 +39,10 @@ package_has() {
   grep -q '<readme>README.md</readme>' "$work/$package.nuspec" || { echo "no readme"; return 1; }
   grep -q '<repository type="git"' "$work/$package.nuspec" || { echo "no repository metadata"; return 1; }
   [ -s "$feed/$package.$version.snupkg" ] || { echo "no symbol package"; return 1; }
-  unzip -l "$feed/$package.$version.snupkg" | grep -q '\.pdb$' || { echo "the symbol package has no PDB"; return 1; }
+  # The listing is read whole first: grep -q on a pipe may stop reading early, and with pipefail the
+  # writer's broken pipe would fail the check.
+  listing=$(unzip -l "$feed/$package.$version.snupkg") || return 1
+  grep -q '\.pdb$' <<<"$listing" || { echo "the symbol package has no PDB"; return 1; }
 }
 
 for package in Events.Core Events.Marten Events.CSharp Events.CSharp.Marten; do
