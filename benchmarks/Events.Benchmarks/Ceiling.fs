@@ -13,7 +13,7 @@ open System.Threading
 open System.Threading.Tasks
 open Npgsql
 open NpgsqlTypes
-open Events
+open Events.Core
 open Events.Benchmarks.Profile
 
 /// The channel of the ceiling's notifications.

@@ -8,7 +8,7 @@ open System.Diagnostics
 open System.Threading
 open System.Threading.Tasks
 open Microsoft.Extensions.Logging.Abstractions
-open Events
+open Events.Core
 open Events.Benchmarks.Measure
 
 /// What one run saw of the fast handler.

@@ -9,7 +9,7 @@ open System.Diagnostics
 open System.Threading
 open System.Threading.Tasks
 open Microsoft.Extensions.Logging.Abstractions
-open Events
+open Events.Core
 open Events.Benchmarks.Ceiling
 
 /// Events appended per call in the throughput runs, by the framework and the ceiling alike.

@@ -5,7 +5,7 @@ open System
 open System.Collections.Concurrent
 open System.Diagnostics
 open System.Threading.Tasks
-open Events
+open Events.Core
 
 /// Calls, items and elapsed ticks per operation.
 [<Sealed>]

@@ -6,7 +6,7 @@ open System
 open System.Diagnostics
 open System.Threading
 open System.Threading.Tasks
-open Events
+open Events.Core
 open Events.Marten
 open Events.Benchmarks.Ceiling
 open Events.Benchmarks.Measure

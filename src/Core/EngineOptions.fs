@@ -1,4 +1,4 @@
-namespace Events
+namespace Events.Core
 
 open System
 open FsToolkit.ErrorHandling

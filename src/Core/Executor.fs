@@ -1,4 +1,4 @@
-namespace Events
+namespace Events.Core
 
 open System
 open System.Collections.Concurrent
@@ -53,58 +53,63 @@ type Executor
     let missingHandler: Handler =
         fun _ _ -> Task.FromResult(HandlerResult.Failed "handler request has no configured handler")
 
-    let report (failure: ErrorReport) =
-        match options.ErrorReporter with
-        | None -> false
-        | Some reporter ->
-            try
-                reporter.Report failure
-            with error ->
-                logger.LogError(
-                    Log.ReporterFailed,
-                    error,
-                    "the error reporter threw while reporting request {RequestId}",
-                    failure.Request.Id
-                )
+    let report (failure: ErrorReport) (hardStop: CancellationToken) =
+        task {
+            match options.ErrorReporter with
+            | None -> return false
+            | Some reporter ->
+                try
+                    return! reporter.ReportAsync(failure, hardStop)
+                with error ->
+                    logger.LogError(
+                        Log.ReporterFailed,
+                        error,
+                        "the error reporter threw while reporting request {RequestId}",
+                        failure.Request.Id
+                    )
 
-                false
+                    return false
+        }
 
     /// Counts, logs and reports a failed attempt that was recorded, and marks its span failed.
-    let failed (request: HandlerRequest) (thrown: exn option) (activity: Activity) =
-        let retryable = not (HandlerRequest.isDead request)
-        let error = request.LastError |> Option.defaultValue ""
-        instruments.RequestsFailed.Add(1L, instruments.RequestFailureTags(request, retryable))
+    let failed (request: HandlerRequest) (thrown: exn option) (activity: Activity) (hardStop: CancellationToken) =
+        task {
+            let retryable = not (HandlerRequest.isDead request)
+            let error = request.LastError |> Option.defaultValue ""
+            instruments.RequestsFailed.Add(1L, instruments.RequestFailureTags(request, retryable))
 
-        let reported =
-            if thrown.IsSome || not retryable then
-                report
-                    {
-                        Request = request
-                        Error = error
-                        Exception = thrown
-                        StackTrace = thrown |> Option.bind (fun e -> Option.ofObj e.StackTrace)
-                        Retryable = retryable
-                    }
-            else
-                false
+            let! reported =
+                if thrown.IsSome || not retryable then
+                    report
+                        {
+                            Request = request
+                            Error = error
+                            Exception = thrown
+                            StackTrace = thrown |> Option.bind (fun e -> Option.ofObj e.StackTrace)
+                            Retryable = retryable
+                        }
+                        hardStop
+                else
+                    Task.FromResult false
 
-        let level = if retryable then LogLevel.Warning else LogLevel.Error
+            let level = if retryable then LogLevel.Warning else LogLevel.Error
 
-        logger.Log(
-            level,
-            Log.RequestFailed,
-            Option.toObj thrown,
-            "error while executing handler request {RequestId} ({HandlerName}): {Error}; last attempt at {LastAttemptAt}, error reported: {ErrorReported}, retryable: {Retryable}, errors: {Errors}",
-            request.Id,
-            request.HandlerName.Value,
-            error,
-            Log.time request.LastAttemptAt,
-            reported,
-            retryable,
-            request.Errors
-        )
+            logger.Log(
+                level,
+                Log.RequestFailed,
+                Option.toObj thrown,
+                "error while executing handler request {RequestId} ({HandlerName}): {Error}; last attempt at {LastAttemptAt}, error reported: {ErrorReported}, retryable: {Retryable}, errors: {Errors}",
+                request.Id,
+                request.HandlerName.Value,
+                error,
+                Log.time request.LastAttemptAt,
+                reported,
+                retryable,
+                request.Errors
+            )
 
-        Instruments.Fail(activity, "error while executing handler request", Option.toObj thrown)
+            Instruments.Fail(activity, "error while executing handler request", Option.toObj thrown)
+        }
 
     /// Runs the handler in its span, with its timeout; counts it in the handler metrics.
     let run
@@ -193,6 +198,7 @@ type Executor
         (thrown: exn option)
         (activity: Activity)
         (freeSlot: unit -> unit)
+        (hardStop: CancellationToken)
         =
         task {
             let! written =
@@ -225,7 +231,7 @@ type Executor
                 | RequestState.Runnable _
                 | RequestState.Running _
                 | RequestState.Dead
-                | RequestState.Canceled _ -> failed next thrown activity
+                | RequestState.Canceled _ -> do! failed next thrown activity hardStop
             | Ok(Error refusal) ->
                 logger.LogWarning(
                     Log.OutcomeRefused,
@@ -375,25 +381,26 @@ type Executor
                                         request.Id,
                                         error.Message
                                     )
-                                | Ok next -> do! record request token next kept thrown activity freeSlot
+                                | Ok next -> do! record request token next kept thrown activity freeSlot hardStop
                 with error ->
                     logger.LogError(Log.LoopFailed, error, "error executing request {RequestId}", request.Id)
             finally
                 freeSlot ()
         }
 
-    /// Starts each claimed request at once, tracking it until its outcome is written.
-    let start (stopping: CancellationToken) (hardStop: CancellationToken) (request: HandlerRequest) =
-        Interlocked.Increment(&busy) |> ignore
+    /// Runs work on the thread pool, tracked until it ends (shutdown and `WhenIdleAsync` wait for it).
+    let track (work: unit -> Task) =
         let id = Interlocked.Increment(&sequence)
-
-        let running =
-            Task.Run<unit>(fun () -> task { do! attempt stopping hardStop request })
-
+        let running = Task.Run<unit>(fun () -> task { do! work () })
         inflight[id] <- running
 
         running.ContinueWith(fun (_: Task) -> inflight.TryRemove id |> ignore, TaskScheduler.Default)
         |> ignore
+
+    /// Starts each claimed request at once, tracking it until its outcome is written.
+    let start (stopping: CancellationToken) (hardStop: CancellationToken) (request: HandlerRequest) =
+        Interlocked.Increment(&busy) |> ignore
+        track (fun () -> attempt stopping hardStop request)
 
     /// One claim for up to `wanted` requests (at most the free slots); recovers lapsed leases first.
     let claimUpTo (wanted: int) (stopping: CancellationToken) (hardStop: CancellationToken) : Task<ClaimStep> =
@@ -424,9 +431,13 @@ type Executor
                         logger.LogError(Log.ClaimRequestsFailed, error, "error finding unexecuted requests")
                         return { Asked = asked; Claimed = 0 }
                     | Ok claim ->
+                        // Reported off the claim loop, so a slow reporter never delays the next claim.
                         for recovered in claim.Recovered do
-                            use _ = Log.requestScope logger recovered
-                            failed recovered None null
+                            track (fun () ->
+                                task {
+                                    use _ = Log.requestScope logger recovered
+                                    do! failed recovered None null hardStop
+                                })
 
                         if not claim.Claimed.IsEmpty then
                             use _round = instruments.StartRound("execute requests", startedAt)

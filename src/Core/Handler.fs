@@ -1,4 +1,4 @@
-namespace Events
+namespace Events.Core
 
 open System
 open System.Diagnostics
@@ -58,8 +58,17 @@ type ErrorReport =
 
 /// Receives reported failures (to send them to an error tracker, say).
 type IErrorReporter =
-    /// Reports a failure; returns whether the reporter accepted it.
-    abstract Report: report: ErrorReport -> bool
+    /// Reports a failure; returns whether the reporter accepted it. Awaited on the attempt's task after its
+    /// slot is freed; the token fires on a hard shutdown.
+    abstract ReportAsync: report: ErrorReport * cancellationToken: CancellationToken -> Task<bool>
+
+/// Error reporters from functions.
+module ErrorReporter =
+    /// A reporter that calls a synchronous function.
+    let ofFunction (report: ErrorReport -> bool) =
+        { new IErrorReporter with
+            member _.ReportAsync(failure, _) = Task.FromResult(report failure)
+        }
 
 /// What a hook decided.
 [<RequireQualifiedAccess>]

@@ -1,4 +1,4 @@
-namespace Events
+namespace Events.Core
 
 /// Where a scheduler is in its life.
 [<RequireQualifiedAccess>]

@@ -1,7 +1,7 @@
 using Events.Marten;
 using Marten;
 using Microsoft.Extensions.DependencyInjection;
-using CoreEvent = Events.Event;
+using CoreEvent = Events.Core.Event;
 
 namespace Events.CSharp;
 

@@ -1,8 +1,9 @@
 using System.Reflection;
+using Events.Core;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.FSharp.Core;
-using CoreContext = Events.HandlerContext;
-using CoreHandler = Microsoft.FSharp.Core.FSharpFunc<Events.HandlerContext, Microsoft.FSharp.Core.FSharpFunc<System.Threading.CancellationToken, System.Threading.Tasks.Task<Events.HandlerResult>>>;
+using CoreContext = Events.Core.HandlerContext;
+using CoreHandler = Microsoft.FSharp.Core.FSharpFunc<Events.Core.HandlerContext, Microsoft.FSharp.Core.FSharpFunc<System.Threading.CancellationToken, System.Threading.Tasks.Task<Events.Core.HandlerResult>>>;
 
 namespace Events.CSharp;
 

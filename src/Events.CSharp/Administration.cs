@@ -1,3 +1,4 @@
+using Events.Core;
 namespace Events.CSharp;
 
 /// <summary>Raises events: appends them to the store, where the processor finds them.</summary>

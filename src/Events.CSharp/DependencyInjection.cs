@@ -137,7 +137,7 @@ public static class EventsServiceCollectionExtensions
             return EventsRuntime.Create(
                 options,
                 logger,
-                provider.GetService<IErrorReporter>(),
+                provider.GetService<IAsyncErrorReporter>() ?? provider.GetService<IErrorReporter>(),
                 provider.GetService<TimeProvider>());
         });
         services.TryAddScoped<HandlerScope>();
@@ -202,15 +202,17 @@ public sealed class EventsConfigurationExpression
     }
 
     /// <summary>
-    /// Registers <typeparamref name="TReporter"/> as the <see cref="IErrorReporter"/> the executor tells about
-    /// thrown exceptions and dead requests (unless <see cref="ExecutorSettings.ErrorReporter"/> is set).
+    /// Registers <typeparamref name="TReporter"/> as the reporter the executor tells about thrown exceptions
+    /// and dead requests (unless <see cref="ExecutorSettings.ErrorReporter"/> is set): an
+    /// <see cref="IAsyncErrorReporter"/>, or an <see cref="IErrorReporter"/> (which is one).
     /// </summary>
     /// <typeparam name="TReporter">The reporter, made by the container as a singleton.</typeparam>
     /// <returns>This expression, to chain.</returns>
     public EventsConfigurationExpression AddErrorReporter<TReporter>()
-        where TReporter : class, IErrorReporter
+        where TReporter : class, IAsyncErrorReporter
     {
-        Services.AddSingleton<IErrorReporter, TReporter>();
+        Services.AddSingleton<TReporter>();
+        Services.AddSingleton<IAsyncErrorReporter>(provider => provider.GetRequiredService<TReporter>());
         return this;
     }
 }

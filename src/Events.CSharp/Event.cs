@@ -1,7 +1,8 @@
 using System.Text.Json;
-using CoreEvent = Events.Event;
-using CoreEventData = Events.EventData;
-using CoreEventFactory = Events.EventFactory;
+using Events.Core;
+using CoreEvent = Events.Core.Event;
+using CoreEventData = Events.Core.EventData;
+using CoreEventFactory = Events.Core.EventFactory;
 
 namespace Events.CSharp;
 

@@ -1,4 +1,5 @@
 using System.Reflection;
+using Events.Core;
 
 namespace Events.CSharp;
 

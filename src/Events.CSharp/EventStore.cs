@@ -1,3 +1,4 @@
+using Events.Core;
 namespace Events.CSharp;
 
 /// <summary>

@@ -1,13 +1,14 @@
+using Events.Core;
 using Microsoft.FSharp.Core;
-using ConfigurationFunctions = Events.Configuration;
-using CoreConfiguration = Events.Configuration<Microsoft.FSharp.Core.FSharpFunc<Events.HandlerContext, Microsoft.FSharp.Core.FSharpFunc<System.Threading.CancellationToken, System.Threading.Tasks.Task<Events.HandlerResult>>>>;
-using CoreEvent = Events.Event;
-using CoreExecutorOptions = Events.ExecutorOptions;
-using CoreHandler = Microsoft.FSharp.Core.FSharpFunc<Events.HandlerContext, Microsoft.FSharp.Core.FSharpFunc<System.Threading.CancellationToken, System.Threading.Tasks.Task<Events.HandlerResult>>>;
-using CoreProcessorOptions = Events.ProcessorOptions;
-using CoreRequest = Events.HandlerRequest;
-using CoreSchedulerKind = Events.SchedulerKind;
-using CoreSchedulerOptions = Events.SchedulerOptions;
+using ConfigurationFunctions = Events.Core.Configuration;
+using CoreConfiguration = Events.Core.Configuration<Microsoft.FSharp.Core.FSharpFunc<Events.Core.HandlerContext, Microsoft.FSharp.Core.FSharpFunc<System.Threading.CancellationToken, System.Threading.Tasks.Task<Events.Core.HandlerResult>>>>;
+using CoreEvent = Events.Core.Event;
+using CoreExecutorOptions = Events.Core.ExecutorOptions;
+using CoreHandler = Microsoft.FSharp.Core.FSharpFunc<Events.Core.HandlerContext, Microsoft.FSharp.Core.FSharpFunc<System.Threading.CancellationToken, System.Threading.Tasks.Task<Events.Core.HandlerResult>>>;
+using CoreProcessorOptions = Events.Core.ProcessorOptions;
+using CoreRequest = Events.Core.HandlerRequest;
+using CoreSchedulerKind = Events.Core.SchedulerKind;
+using CoreSchedulerOptions = Events.Core.SchedulerOptions;
 
 namespace Events.CSharp;
 
@@ -60,7 +61,7 @@ public sealed class EventsOptions
     public IReadOnlyList<string> HandlerNames(string eventName)
     {
         ArgumentNullException.ThrowIfNull(eventName);
-        var name = global::Events.EventName.TryCreate(eventName);
+        var name = global::Events.Core.EventName.TryCreate(eventName);
         return name.IsOk
             ? [.. ConfigurationFunctions.handlersFor(name.ResultValue, configuration).Select(entry => entry.Name.Value)]
             : [];
@@ -73,7 +74,7 @@ public sealed class EventsOptions
     public EventHandlersExpression On(string eventName)
     {
         ArgumentNullException.ThrowIfNull(eventName);
-        var name = global::Events.EventName.TryCreate(eventName);
+        var name = global::Events.Core.EventName.TryCreate(eventName);
         return name.IsOk
             ? new EventHandlersExpression(this, eventName)
             : throw new ArgumentException(ConfigError.NewInvalidEventName(eventName, name.ErrorValue).Message, nameof(eventName));
@@ -463,17 +464,18 @@ public sealed class ExecutorSettings
 
     /// <summary>
     /// Told about every thrown exception and every failure that makes a request dead. <see langword="null"/>
-    /// for none (with dependency injection: the <see cref="IErrorReporter"/> registered in the container, if any).
+    /// for none (with dependency injection: the <see cref="IAsyncErrorReporter"/> or <see cref="IErrorReporter"/>
+    /// registered in the container, if any). An <see cref="IErrorReporter"/> is an <see cref="IAsyncErrorReporter"/>.
     /// </summary>
-    public IErrorReporter? ErrorReporter { get; set; }
+    public IAsyncErrorReporter? ErrorReporter { get; set; }
 
-    internal CoreExecutorOptions ToCore(IErrorReporter? reporter) =>
+    internal CoreExecutorOptions ToCore(IAsyncErrorReporter? reporter) =>
         new(
             Workers,
             Limit,
             Lease,
             BeforeExecute is { } hook ? FSharpOption<FSharpFunc<CoreRequest, FSharpFunc<CancellationToken, Task<HookResult<CoreRequest>>>>>.Some(HookAdapter.Adapt(hook, r => new HandlerRequest(r), r => r.Core)) : null,
-            reporter is null ? null : FSharpOption<global::Events.IErrorReporter>.Some(new ErrorReporterAdapter(reporter)));
+            reporter is null ? null : FSharpOption<global::Events.Core.IErrorReporter>.Some(new ErrorReporterAdapter(reporter)));
 }
 
 /// <summary>How a scheduler drives the processor and the executor.</summary>

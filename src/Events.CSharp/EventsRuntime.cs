@@ -1,14 +1,15 @@
 using System.Runtime.CompilerServices;
+using Events.Core;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.FSharp.Collections;
 using Microsoft.FSharp.Core;
-using CoreEvent = Events.Event;
-using CoreEventFactory = Events.EventFactory;
-using CoreQuery = Events.DeadRequestQuery;
-using CoreRequest = Events.HandlerRequest;
-using CoreRequestModule = Events.HandlerRequestModule;
+using CoreEvent = Events.Core.Event;
+using CoreEventFactory = Events.Core.EventFactory;
+using CoreQuery = Events.Core.DeadRequestQuery;
+using CoreRequest = Events.Core.HandlerRequest;
+using CoreRequestModule = Events.Core.HandlerRequestModule;
 
 namespace Events.CSharp;
 
@@ -88,7 +89,7 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
     internal static EventsRuntime Create(
         EventsOptions options,
         ILogger logger,
-        IErrorReporter? fallbackReporter,
+        IAsyncErrorReporter? fallbackReporter,
         TimeProvider? fallbackTime)
     {
         var store = options.Store
@@ -373,8 +374,8 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
         ArgumentNullException.ThrowIfNull(query.EventNames, nameof(query.EventNames));
         ArgumentNullException.ThrowIfNull(query.HandlerNames, nameof(query.HandlerNames));
         return DeadRequestQueryModule.validate(new CoreQuery(
-            query.EventNames.Select(global::Events.EventName.Create).ToFSharpList(),
-            query.HandlerNames.Select(global::Events.HandlerName.Create).ToFSharpList(),
+            query.EventNames.Select(global::Events.Core.EventName.Create).ToFSharpList(),
+            query.HandlerNames.Select(global::Events.Core.HandlerName.Create).ToFSharpList(),
             query.Limit,
             query.Offset));
     }

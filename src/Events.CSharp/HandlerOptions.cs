@@ -1,4 +1,5 @@
-using CoreOption = Events.HandlerOption;
+using Events.Core;
+using CoreOption = Events.Core.HandlerOption;
 
 namespace Events.CSharp;
 
@@ -62,7 +63,7 @@ public sealed class HandlerOptions
     /// <returns>These options, to chain.</returns>
     public HandlerOptions ExponentialBackoff(TimeSpan baseDelay, TimeSpan cap)
     {
-        options.Add(CoreOption.NewBackoff(BackoffPolicy.NewExponential(new global::Events.ExponentialBackoff(baseDelay, cap))));
+        options.Add(CoreOption.NewBackoff(BackoffPolicy.NewExponential(new global::Events.Core.ExponentialBackoff(baseDelay, cap))));
         return this;
     }
 

@@ -1,6 +1,7 @@
 using System.Text.Json;
-using CoreRequest = Events.HandlerRequest;
-using CoreRequestModule = Events.HandlerRequestModule;
+using Events.Core;
+using CoreRequest = Events.Core.HandlerRequest;
+using CoreRequestModule = Events.Core.HandlerRequestModule;
 
 namespace Events.CSharp;
 

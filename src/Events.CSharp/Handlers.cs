@@ -1,6 +1,7 @@
 using System.Text.Json;
+using Events.Core;
 using Microsoft.Extensions.DependencyInjection;
-using CoreContext = Events.HandlerContext;
+using CoreContext = Events.Core.HandlerContext;
 
 namespace Events.CSharp;
 

@@ -59,7 +59,7 @@ public static class HookOutcome
 /// <summary>A failure the error reporter is told about: every thrown exception, and every failure that makes a request dead.</summary>
 public sealed class ErrorReport
 {
-    internal ErrorReport(global::Events.ErrorReport core)
+    internal ErrorReport(global::Events.Core.ErrorReport core)
     {
         Request = new HandlerRequest(core.Request);
         Error = core.Error;
@@ -87,17 +87,36 @@ public sealed class ErrorReport
     public override string ToString() => $"{Request.HandlerName} for {Request.EventName}: {Error} (retryable: {Retryable})";
 }
 
-/// <summary>Receives reported failures, to send them to an error tracker, say.</summary>
-public interface IErrorReporter
+/// <summary>
+/// Receives reported failures asynchronously, to send them to an error tracker over the network, say.
+/// Awaited after the failed attempt's outcome is written and its worker slot freed, so a slow reporter
+/// delays no other request; shutdown waits for it until its deadline, then cancels the token.
+/// </summary>
+public interface IAsyncErrorReporter
 {
-    /// <summary>Reports a failure. Called on the executor's worker: keep it quick, and do not throw.</summary>
+    /// <summary>Reports a failure. An exception it throws is logged and counts as not accepted.</summary>
+    /// <param name="report">The failure.</param>
+    /// <param name="cancellationToken">Fires on a hard shutdown.</param>
+    /// <returns>Whether the reporter accepted it (logged with the failure).</returns>
+    Task<bool> ReportAsync(ErrorReport report, CancellationToken cancellationToken);
+}
+
+/// <summary>Receives reported failures, to send them to an error tracker, say.</summary>
+public interface IErrorReporter : IAsyncErrorReporter
+{
+    /// <summary>Reports a failure: keep it quick. An exception it throws is logged and counts as not accepted.</summary>
     /// <param name="report">The failure.</param>
     /// <returns>Whether the reporter accepted it (logged with the failure).</returns>
     bool Report(ErrorReport report);
+
+    /// <inheritdoc/>
+    Task<bool> IAsyncErrorReporter.ReportAsync(ErrorReport report, CancellationToken cancellationToken) =>
+        Task.FromResult(Report(report));
 }
 
 /// <summary>Adapts a facade reporter to the core's port.</summary>
-internal sealed class ErrorReporterAdapter(IErrorReporter reporter) : global::Events.IErrorReporter
+internal sealed class ErrorReporterAdapter(IAsyncErrorReporter reporter) : global::Events.Core.IErrorReporter
 {
-    public bool Report(global::Events.ErrorReport report) => reporter.Report(new ErrorReport(report));
+    public Task<bool> ReportAsync(global::Events.Core.ErrorReport report, CancellationToken cancellationToken) =>
+        reporter.ReportAsync(new ErrorReport(report), cancellationToken);
 }

@@ -1,3 +1,4 @@
+using Events.Core;
 using OpenTelemetry.Metrics;
 using OpenTelemetry.Trace;
 

@@ -1,6 +1,7 @@
 namespace Events.Marten
 
 open System
+open Events.Core
 open System.Runtime.CompilerServices
 open System.Runtime.InteropServices
 open global.Marten

@@ -1,6 +1,7 @@
 namespace Events.Marten
 
 open System
+open Events.Core
 open System.Text.Json
 open System.Text.Json.Serialization
 open global.Events

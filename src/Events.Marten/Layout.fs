@@ -1,6 +1,7 @@
 namespace Events.Marten
 
 open System
+open Events.Core
 open global.Marten
 
 /// Where the store's documents live and how they are signalled, read back from a built Marten store.

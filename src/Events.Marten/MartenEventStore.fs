@@ -1,6 +1,7 @@
 namespace Events.Marten
 
 open System
+open Events.Core
 open System.Collections.Generic
 open System.Threading
 open System.Threading.Tasks

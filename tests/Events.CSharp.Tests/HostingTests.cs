@@ -77,7 +77,7 @@ public class HostingTests
 
         await host.Services.GetRequiredService<IEventPublisher>().RaiseApplicationEventAsync("user.created", new { });
 
-        var reporter = (RecordingReporter)host.Services.GetRequiredService<IErrorReporter>();
+        var reporter = host.Services.GetRequiredService<RecordingReporter>();
         await Eventually.HoldsAsync(() => !reporter.Reports.IsEmpty, "the dead request was reported");
         Assert.Equal("oh noes", Assert.Single(reporter.Reports).Error);
         await host.StopAsync();

@@ -92,6 +92,57 @@ public class RuntimeTests
     }
 
     [Fact]
+    public async Task An_async_reporter_is_awaited_with_a_token_and_a_slow_one_holds_back_no_other_request()
+    {
+        var reporter = new SlowAsyncReporter();
+        var options = Fast.Options();
+        options.Executor.Workers = 1;
+        options.Executor.ErrorReporter = reporter;
+        options.On("user.created").Handle(
+            "throws",
+            (context, cancellationToken) => throw new InvalidOperationException("boom"),
+            handler => handler.MaxErrors(1));
+        var completed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        options.On("user.deleted").Handle(
+            "completes",
+            (context, cancellationToken) =>
+            {
+                completed.TrySetResult();
+                return Task.CompletedTask;
+            });
+        await using var events = EventsRuntime.Create(options);
+        events.Start();
+
+        await events.RaiseApplicationEventAsync("user.created", new { });
+        var report = await reporter.Started.Task.WaitAsync(Eventually.Timeout);
+        await events.RaiseApplicationEventAsync("user.deleted", new { });
+
+        // The only worker slot runs the second handler while the reporter still waits on the first failure.
+        await completed.Task.WaitAsync(Eventually.Timeout);
+        Assert.IsType<InvalidOperationException>(report.Exception);
+        Assert.False(report.Retryable);
+        Assert.False(reporter.Token.IsCancellationRequested);
+        reporter.Release.SetResult();
+    }
+
+    private sealed class SlowAsyncReporter : IAsyncErrorReporter
+    {
+        public TaskCompletionSource<ErrorReport> Started { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public TaskCompletionSource Release { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public CancellationToken Token { get; private set; }
+
+        public async Task<bool> ReportAsync(ErrorReport report, CancellationToken cancellationToken)
+        {
+            Token = cancellationToken;
+            Started.TrySetResult(report);
+            await Release.Task.WaitAsync(cancellationToken);
+            return true;
+        }
+    }
+
+    [Fact]
     public async Task A_thrown_exception_fails_the_attempt_and_is_always_reported_with_its_stack()
     {
         var reporter = new RecordingReporter();

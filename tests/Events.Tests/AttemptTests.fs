@@ -5,7 +5,7 @@ open System
 open Expecto
 open FsCheck
 open FsCheck.FSharp
-open Events
+open Events.Core
 
 /// Every kind of handler result, with arbitrary contents.
 let private results: Gen<AttemptResult> =

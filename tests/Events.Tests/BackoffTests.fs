@@ -3,7 +3,7 @@ module Events.Tests.BackoffTests
 open System
 open System.Numerics
 open Expecto
-open Events
+open Events.Core
 
 /// The Go formula, written again in whole ticks: attempt * 2 * r seconds, r = 15 + floor(sample * 45).
 let private goDefault (attempt: int) (sample: float) : TimeSpan =

@@ -2,7 +2,7 @@ module Events.Tests.ConfigurationTests
 
 open System
 open Expecto
-open Events
+open Events.Core
 
 let private seconds (value: float) = TimeSpan.FromSeconds value
 

@@ -7,7 +7,7 @@ open Microsoft.Extensions.Logging.Abstractions
 open Expecto
 open OpenTelemetry
 open OpenTelemetry.Metrics
-open Events
+open Events.Core
 
 /// The message of the ArgumentException a scheduler with these settings is refused with, if refused.
 let private refusal (processor: ProcessorOptions) (executor: ExecutorOptions) (scheduler: SchedulerOptions) =

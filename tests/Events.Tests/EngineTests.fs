@@ -7,7 +7,7 @@ open System.Threading
 open System.Threading.Tasks
 open Microsoft.Extensions.Logging
 open Expecto
-open Events
+open Events.Core
 open Events.Tests.TestSupport
 
 let private oneHandler name handler options =
@@ -25,9 +25,9 @@ type private Reporter(accept: bool) =
     member _.Reports = List.ofSeq reports
 
     interface IErrorReporter with
-        member _.Report report =
+        member _.ReportAsync(report, _) =
             reports.Enqueue report
-            accept
+            Task.FromResult accept
 
 let private failureLog (engine: Engine) =
     engine.Logs.Entries

@@ -5,7 +5,7 @@ open System.Collections.Generic
 open System.Text
 open System.Text.Json
 open Expecto
-open Events
+open Events.Core
 
 /// A record that carries event data, as a store's document or a message would.
 type Envelope = { Name: string; Data: EventData }

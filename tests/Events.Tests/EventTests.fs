@@ -5,7 +5,7 @@ open System.Threading.Tasks
 open Expecto
 open FsCheck
 open FsCheck.FSharp
-open Events
+open Events.Core
 
 let private id = Guid.Parse "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"
 let private timestamp = DateTimeOffset(2024, 5, 1, 12, 0, 0, TimeSpan.Zero)

@@ -7,7 +7,7 @@ open System.Text.Json
 open Expecto
 open FsCheck
 open FsCheck.FSharp
-open Events
+open Events.Core
 
 /// A raw name that passes the naming rules: 1 to 256 UTF-16 characters, not only white space, no
 /// control characters; ASCII and other scripts mixed.

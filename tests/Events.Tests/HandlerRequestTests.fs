@@ -4,7 +4,7 @@ open System
 open Expecto
 open FsCheck
 open FsCheck.FSharp
-open Events
+open Events.Core
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures: one request in each state, reached by transitions from `create`.

@@ -5,7 +5,7 @@ open System.Collections.Concurrent
 open System.Threading
 open System.Threading.Tasks
 open Expecto
-open Events
+open Events.Core
 open Events.Tests.StoreContractTests
 
 let private ct = CancellationToken.None

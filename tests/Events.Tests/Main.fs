@@ -7,13 +7,13 @@ open Expecto.Impl
 
 /// Makes a fresh in-memory store.
 let private inMemory () =
-    System.Threading.Tasks.Task.FromResult(new Events.InMemoryStore() :> Events.IEventStore)
+    System.Threading.Tasks.Task.FromResult(new Events.Core.InMemoryStore() :> Events.Core.IEventStore)
 
 /// Makes a Marten store over a fresh database of the run's throwaway PostgreSQL.
 let private marten () =
     task {
         let! store = MartenStoreTests.freshStore ()
-        return store :> Events.IEventStore
+        return store :> Events.Core.IEventStore
     }
 
 /// The store contract works PostgreSQL less hard than memory: each model case makes a database.

@@ -3,6 +3,7 @@
 module Events.Tests.MartenStoreTests
 
 open System
+open Events.Core
 open System.Collections.Concurrent
 open System.Collections.Generic
 open System.Diagnostics

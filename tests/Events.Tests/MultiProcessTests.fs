@@ -4,6 +4,7 @@
 module Events.Tests.MultiProcessTests
 
 open System
+open Events.Core
 open System.Collections.Concurrent
 open System.Collections.Generic
 open System.Diagnostics

@@ -2,7 +2,7 @@ module Events.Tests.NamesTests
 
 open System
 open Expecto
-open Events
+open Events.Core
 
 /// The rules, written again independently: the first rule a raw name breaks, in the order the
 /// rules are documented (empty, blank, too long, control character).

@@ -8,7 +8,7 @@ open Microsoft.Extensions.Logging.Abstractions
 open Expecto
 open FsCheck
 open FsCheck.FSharp
-open Events
+open Events.Core
 open Events.Tests.TestSupport
 
 let private commands =

@@ -11,7 +11,7 @@ open System.Threading.Tasks
 open Expecto
 open FsCheck
 open FsCheck.FSharp
-open Events
+open Events.Core
 
 /// How hard the contract works a store.
 type ContractConfig =

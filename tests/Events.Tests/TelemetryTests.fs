@@ -10,7 +10,7 @@ open Expecto
 open OpenTelemetry
 open OpenTelemetry.Metrics
 open OpenTelemetry.Trace
-open Events
+open Events.Core
 open Events.Tests.TestSupport
 
 let private producerSource = new ActivitySource("Events.Tests.Producer")

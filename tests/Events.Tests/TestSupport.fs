@@ -8,7 +8,7 @@ open System.Collections.Generic
 open System.Threading
 open System.Threading.Tasks
 open Microsoft.Extensions.Logging
-open Events
+open Events.Core
 
 /// A clock the test moves by hand. Delays and timers still run on real time.
 type ManualTime(start: DateTimeOffset) =

@@ -12,7 +12,7 @@ open System.Threading
 open System.Threading.Tasks
 open Microsoft.Extensions.Logging
 open Npgsql
-open Events
+open Events.Core
 open Events.Marten
 
 /// What the worker runs, from the command line.
