@@ -105,7 +105,8 @@ let tests =
                     | AttemptResult.Failed _
                     | AttemptResult.Threw _
                     | AttemptResult.TimedOut _ ->
-                        next.Errors = request.Errors + 1 && next.LastError = Attempt.error case.Result
+                        next.Errors = request.Errors + 1
+                        && next.LastError = (Attempt.error case.Result |> Option.map HandlerRequest.storable)
                     | AttemptResult.Interrupted
                     | AttemptResult.LostClaim -> false
                 | AttemptDecision.GiveBack _ -> case.Result = AttemptResult.Interrupted
