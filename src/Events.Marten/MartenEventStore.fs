@@ -227,7 +227,8 @@ type private PagedEnumerable<'item>
 /// `UseEventsDocuments`); the hot paths (claims, fan-out commits, outcomes) are single SQL statements
 /// over their duplicated columns and partial indexes, safe for many processes sharing the database
 /// (`FOR UPDATE SKIP LOCKED`, fencing tokens). New work raises `WorkArrived` in this process as soon as
-/// it is committed, and in every process through LISTEN/NOTIFY (so this process may hear it twice).
+/// it is committed, and in every process through LISTEN/NOTIFY sent after the commit, debounced (see
+/// `Wakeups`; this process may hear it twice).
 /// Times are compared by PostgreSQL to the microsecond; documents keep them to the tick.
 [<Sealed>]
 type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreOptions, ownsStore: bool) =
@@ -252,6 +253,8 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
     let tables = layout.Tables
     let requestType = typeof<RequestDocument>.FullName
     let workArrived = Event<WorkSignal>()
+    let wakeups = Wakeups.For store
+    let heard = wakeups.Local.Subscribe workArrived.Trigger
     let listenerFailed = Event<exn>()
     let stopping = new CancellationTokenSource()
 
@@ -264,10 +267,10 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
     // The store's own SQL, built once.
     let claimEventsSql = Sql.claimEvents tables
     let releaseEventsSql = Sql.releaseEvents tables
-    let commitProcessingSql = Sql.commitProcessing tables layout.Channel
+    let commitProcessingSql = Sql.commitProcessing tables
     let recoverRequestsSql = Sql.recoverRequests tables
     let claimRequestsSql = Sql.claimRequests tables
-    let recordOutcomesSql = Sql.recordOutcomes tables layout.Channel
+    let recordOutcomesSql = Sql.recordOutcomes tables
     let renewLeasesSql = Sql.renewLeases tables
     let lockRequestSql = Sql.lockRequest tables
     let writeRequestSql = Sql.writeRequest tables
@@ -387,7 +390,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                 do! session.SaveChangesAsync cancellationToken
 
                 if ready then
-                    workArrived.Trigger WorkSignal.RequestsReady
+                    wakeups.Signal WorkSignal.RequestsReady
 
                 return Ok()
             else
@@ -415,7 +418,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                     readResults reader (fun row -> ready.Value <- ready.Value || row.GetBoolean 2) cancellationToken
 
                 if ready.Value then
-                    workArrived.Trigger WorkSignal.RequestsReady
+                    wakeups.Signal WorkSignal.RequestsReady
 
                 return results
         }
@@ -562,6 +565,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
         else
             ValueTask(
                 task {
+                    heard.Dispose()
                     stopping.Cancel()
                     do! listener
                     stopping.Dispose()
@@ -601,7 +605,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                             )
                         )
 
-                    workArrived.Trigger WorkSignal.EventsAppended
+                    // The session's commit signalled the events (see RaisedEventsListener).
                     return stored
             }
 
@@ -704,7 +708,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                                     more <- next
 
                                 if ready then
-                                    workArrived.Trigger WorkSignal.RequestsReady
+                                    wakeups.Signal WorkSignal.RequestsReady
 
                                 return List.ofSeq results
                             with :? PostgresException as error when error.SqlState = PostgresErrorCodes.UniqueViolation ->
@@ -988,20 +992,10 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
 
                         let! _ = write.ExecuteNonQueryAsync cancellationToken
 
-                        match next.State with
-                        | RequestState.Runnable _ ->
-                            use notify = Db.command connection (Sql.notifyRequests layout.Channel) []
-                            let! _ = notify.ExecuteNonQueryAsync cancellationToken
-                            ()
-                        | RequestState.Running _
-                        | RequestState.Completed _
-                        | RequestState.Dead
-                        | RequestState.Canceled _ -> ()
-
                         do! transaction.CommitAsync cancellationToken
 
                         match next.State with
-                        | RequestState.Runnable _ -> workArrived.Trigger WorkSignal.RequestsReady
+                        | RequestState.Runnable _ -> wakeups.Signal WorkSignal.RequestsReady
                         | RequestState.Running _
                         | RequestState.Completed _
                         | RequestState.Dead

@@ -30,20 +30,18 @@ module internal Outbox =
                     CorrelationId = Some(Guid.CreateVersion7())
                 })
 
-    /// Queues the events' inserts (an id already stored fails the session's commit) and a notification
-    /// to waiting processors, delivered only if the session commits. Returns the events as stored.
+    /// Queues the events' inserts (an id already stored fails the session's commit). Once the session
+    /// commits, `RaisedEventsListener` signals the new events (see `Wakeups`). Returns the events as stored.
     let append (session: IDocumentSession) (events: Event list) : Event list =
         let stored = prepare events
 
         if not stored.IsEmpty then
             session.Insert<EventDocument>(stored |> Seq.map Documents.ofEvent)
-            let layout = StoreLayout.ofOptions session.DocumentStore.Options
-            session.QueueSqlCommand(Sql.NotifyEventsQueued, box layout.Channel)
 
         stored
 
-/// Appends the events raised by saved `IRaiseEvents` entities in the same session, and clears the
-/// entities' raised events once the session commits (all of them: an event raised on the entity while
+/// Appends the events raised by saved `IRaiseEvents` entities in the same session, signals every event
+/// a session stored once it commits, and clears the entities' raised events then (all of them: an event raised on the entity while
 /// the commit runs is cleared too, so raise events before saving). The entity's `Raiser` should be
 /// marked `[JsonIgnore]` so it is not stored in the entity's document. Registered by
 /// `UseEventsDocuments`.
@@ -72,12 +70,16 @@ type RaisedEventsListener() =
 
         Task.CompletedTask
 
-    /// Clears the raised events of the entities the session saved.
+    /// Clears the raised events of the entities the session saved, and signals the events it stored:
+    /// after the commit, so no NOTIFY is sent inside the application's transaction.
     override _.AfterCommitAsync
-        (_session: IDocumentSession, commit: Services.IChangeSet, _token: CancellationToken)
+        (session: IDocumentSession, commit: Services.IChangeSet, _token: CancellationToken)
         : Task =
         for entity in raisers (Seq.append commit.Inserted commit.Updated) do
             entity.Raiser.Clear()
+
+        if commit.Inserted |> Seq.exists (fun document -> document :? EventDocument) then
+            (Wakeups.For session.DocumentStore).Signal WorkSignal.EventsAppended
 
         Task.CompletedTask
 

@@ -149,7 +149,7 @@ WHERE e.id = released.id AND e.claim_token = released.token AND e.%s{Predicates.
     /// An event is marked processed, and its requests inserted, only while unprocessed and claimed by
     /// its token. Returns one row per event, in input order: 0 committed, 1 not found, 2 processed
     /// already, 3 claimed by another token (or unclaimed); and whether requests were inserted.
-    let commitProcessing (tables: Tables) (channel: string) =
+    let commitProcessing (tables: Tables) =
         $"""
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[])
@@ -176,16 +176,14 @@ inserted AS (
         AS r(event_id, id, doc, handler_name, event_name, event_timestamp, priority, errors, max_errors,
              backoff_until, completed_at, canceled_at, lease_until, claim_token)
     WHERE r.event_id IN (SELECT id FROM marked)
-    RETURNING id),
-notified AS (
-    SELECT pg_notify('%s{channel}', 'requests') FROM (SELECT 1 FROM inserted LIMIT 1) AS any_inserted)
+    RETURNING id)
 SELECT CASE
          WHEN marked.id IS NOT NULL THEN 0
          WHEN stored.id IS NULL THEN 1
          WHEN stored.processed_at IS NOT NULL THEN 2
          ELSE 3
        END,
-       (SELECT count(*) FROM notified) > 0
+       EXISTS (SELECT 1 FROM inserted)
 FROM input
 LEFT JOIN marked ON marked.ord = input.ord
 LEFT JOIN %s{tables.Events} AS stored ON stored.id = input.id
@@ -248,7 +246,7 @@ RETURNING r.data::text"""
     /// a lease renewal of the same executor, over the same running requests, never deadlock.
     /// Returns one row per outcome, in input order: whether it was written, and the stored state's
     /// shape before the statement (0 missing, 1 completed, 2 canceled, 3 not running, 4 other token).
-    let recordOutcomes (tables: Tables) (channel: string) =
+    let recordOutcomes (tables: Tables) =
         $"""
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
@@ -280,9 +278,7 @@ written AS (
     FROM input
     WHERE r.id = input.id AND r.claim_token = input.token AND r.id IN (SELECT id FROM locked)
     RETURNING input.ord, r.completed_at IS NULL AND r.canceled_at IS NULL AND r.lease_until IS NULL
-                    AND r.errors < r.max_errors AND r.backoff_until IS NULL AS ready),
-notified AS (
-    SELECT pg_notify('%s{channel}', 'requests') FROM (SELECT 1 FROM written WHERE ready LIMIT 1) AS any_ready)
+                    AND r.errors < r.max_errors AND r.backoff_until IS NULL AS ready)
 SELECT written.ord IS NOT NULL,
        CASE
          WHEN stored.id IS NULL THEN 0
@@ -291,7 +287,7 @@ SELECT written.ord IS NOT NULL,
          WHEN stored.claim_token IS NULL THEN 3
          ELSE 4
        END,
-       (SELECT count(*) FROM notified) > 0
+       EXISTS (SELECT 1 FROM written WHERE ready)
 FROM input
 LEFT JOIN written ON written.ord = input.ord
 LEFT JOIN %s{tables.Requests} AS stored ON stored.id = input.id
@@ -348,13 +344,12 @@ SET data = $2::jsonb, handler_name = $3, event_name = $4, event_timestamp = $5, 
     claim_token = $13, mt_last_modified = transaction_timestamp()
 WHERE id = $1"""
 
-    /// Signals waiting workers in every process that requests are ready.
-    let notifyRequests (channel: string) =
-        $"SELECT pg_notify('%s{channel}', 'requests')"
-
-    /// The notification sent when events are appended (Marten's `?` placeholder: the channel).
+    /// Tells every listening process about new work, in a transaction of its own that writes nothing
+    /// (so no writing transaction ever waits on the commit lock that NOTIFY takes): $1 the channel, $2
+    /// the payloads.
     [<Literal>]
-    let NotifyEventsQueued = "SELECT pg_notify(?, 'events')"
+    let Notify =
+        "SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payloads(payload)"
 
     /// The payload of an events notification.
     [<Literal>]

@@ -922,9 +922,13 @@ let private countCommands (database: string) (body: unit -> Task<unit>) =
     task {
         let count = ref 0
 
+        // Statements only: the debounced wake-up NOTIFY of earlier work is sent beside the batch, in its
+        // own transaction, and may make the pool open a connection (a CONNECT activity).
         let sees (activity: Activity) =
             activity.TagObjects
             |> Seq.exists (fun tag -> String.Equals(string tag.Value, database, StringComparison.Ordinal))
+            && not (activity.DisplayName.StartsWith("CONNECT", StringComparison.Ordinal))
+            && not (activity.TagObjects |> Seq.exists (fun tag -> string tag.Value = Sql.Notify))
 
         use listener =
             new ActivityListener(
@@ -1669,6 +1673,61 @@ let private notifications =
                                     )
 
                             Expect.sequenceEqual signals [ WorkSignal.RequestsReady ] "a re-executed request is ready"
+                        })
+            }
+
+            testTask "no statement of the hot path sends NOTIFY; notifications come after commit, debounced" {
+                let tables: Sql.Tables = { Events = "e"; Requests = "r" }
+
+                let statements =
+                    [
+                        Sql.claimEvents tables
+                        Sql.releaseEvents tables
+                        Sql.commitProcessing tables
+                        Sql.recoverRequests tables
+                        Sql.claimRequests tables
+                        Sql.recordOutcomes tables
+                        Sql.renewLeases tables
+                        Sql.writeRequest tables
+                    ]
+
+                for statement in statements do
+                    Expect.isFalse
+                        (statement.Contains("notify", StringComparison.OrdinalIgnoreCase))
+                        $"a writing statement must not notify: %s{statement}"
+
+                do!
+                    withStore (fun store ->
+                        task {
+                            let wakeups = Wakeups.For store.DocumentStore
+                            let before = wakeups.Sent
+                            let clock = Stopwatch.StartNew()
+                            let appends = 200
+
+                            do!
+                                Parallel.ForEachAsync(
+                                    [ 1..appends ],
+                                    ParallelOptions(MaxDegreeOfParallelism = 8),
+                                    fun index _ ->
+                                        ValueTask(append (port store) [ applicationEvent (float index) "burst" ])
+                                )
+
+                            // The last append's notification is sent after its commit, within one window.
+                            let deadline = Stopwatch.StartNew()
+
+                            while wakeups.Sent = before && deadline.Elapsed < TimeSpan.FromSeconds 60.0 do
+                                do! Task.Delay 10
+
+                            do! Task.Delay(Wakeups.Window * 4.0)
+                            let sent = wakeups.Sent - before
+                            let windows = int (clock.Elapsed / Wakeups.Window) + 1
+                            Expect.isGreaterThan sent 0L "the appends were notified"
+                            Expect.equal wakeups.Failures 0L "every notification was sent"
+
+                            Expect.isLessThanOrEqual
+                                sent
+                                (int64 windows)
+                                $"at most one notification per window: %d{sent} for %d{appends} appends in %d{windows} windows"
                         })
             }
 
