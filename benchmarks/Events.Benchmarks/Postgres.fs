@@ -116,12 +116,12 @@ type Server private (admin: string, description: string, throwaway: ThrowawayPos
                     match Environment.GetEnvironmentVariable EnvironmentVariable with
                     | null
                     | "" ->
-                        let! postgres = ThrowawayPostgres.StartAsync()
+                        let! postgres = ThrowawayPostgres.StartDurableAsync()
 
                         return
                             new Server(
                                 postgres.ConnectionString,
-                                "a throwaway server (ThrowawayPostgres: fsync, synchronous_commit and full_page_writes off)",
+                                "a throwaway server with durable settings (fsync, synchronous_commit and full_page_writes on)",
                                 Some postgres
                             )
                     | connectionString ->

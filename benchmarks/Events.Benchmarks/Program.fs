@@ -31,10 +31,14 @@ Options:
   --only WHICH   memory or postgres: measure one store only
   --head-of-line only the head-of-line scenario: a fast handler's raise-to-start delay beside a
                  20 s handler, and without it (default options, cooperative scheduler)
+  --publishers   only the web-request scenario on PostgreSQL: 8 publishers each committing in its own
+                 Marten session (1 and 100 events per transaction) against the same work by hand,
+                 and commit-to-start latency at 200 events/s
   --help         this text
 
 PostgreSQL: a throwaway server started from the machine's server binaries (Debian: apt-get install
-postgresql), with pg_stat_statements preloaded; or the server whose connection string is in
+postgresql) with durable settings (fsync, synchronous_commit and full_page_writes on) and
+pg_stat_statements preloaded; or the server whose connection string is in
 %s{EnvironmentVariable} (a fresh database is made in it for each measurement, and dropped)."""
 
 /// What to run.
@@ -49,6 +53,8 @@ type Settings =
         Postgres: bool
         /// Only the head-of-line scenario.
         HeadOfLineOnly: bool
+        /// Only the web-request publishers scenario.
+        PublishersOnly: bool
     }
 
     member this.ThroughputSizes =
@@ -90,6 +96,13 @@ let private parse (argv: string[]) =
             | true, batch when batch > 0 -> go { settings with Batch = batch } rest
             | _ -> Error $"--batch needs a positive number, got %s{value}"
         | "--head-of-line" :: rest -> go { settings with HeadOfLineOnly = true } rest
+        | "--publishers" :: rest ->
+            go
+                { settings with
+                    PublishersOnly = true
+                    Memory = false
+                }
+                rest
         | "--only" :: "memory" :: rest -> go { settings with Postgres = false } rest
         | "--only" :: "postgres" :: rest -> go { settings with Memory = false } rest
         | other :: _ -> Error $"unknown option %s{other}"
@@ -104,6 +117,7 @@ let private parse (argv: string[]) =
             Memory = true
             Postgres = true
             HeadOfLineOnly = false
+            PublishersOnly = false
         }
         (List.ofArray argv)
 
@@ -773,6 +787,7 @@ let main argv =
             use memory = new PeakMemory()
             let started = Stopwatch.StartNew()
             let mutable serverLine = None
+            let mutable publishers = None
 
             let run =
                 task {
@@ -790,27 +805,32 @@ let main argv =
                             )
 
                         try
-                            if not settings.HeadOfLineOnly then
+                            if not settings.HeadOfLineOnly && not settings.PublishersOnly then
                                 memory.Enter "ceiling"
                                 do! ceilingRuns settings server
                                 memory.Enter "postgres"
                                 do! frameworkRuns settings server
 
-                            do!
-                                headOfLineRuns settings "postgres" (fun () ->
-                                    task {
-                                        let! name, connectionString = server.CreateDatabaseAsync()
-                                        let! store = MartenEventStore.CreateAsync(connectionString)
+                            if not settings.HeadOfLineOnly then
+                                let! figures = Publishers.runs settings.Quick server
+                                publishers <- Some figures
 
-                                        let dispose () =
-                                            task {
-                                                do! store.DisposeAsync()
-                                                do! server.DropDatabaseAsync name
-                                            }
-                                            :> Task
+                            if not settings.PublishersOnly then
+                                do!
+                                    headOfLineRuns settings "postgres" (fun () ->
+                                        task {
+                                            let! name, connectionString = server.CreateDatabaseAsync()
+                                            let! store = MartenEventStore.CreateAsync(connectionString)
 
-                                        return (store :> IEventStore), dispose
-                                    })
+                                            let dispose () =
+                                                task {
+                                                    do! store.DisposeAsync()
+                                                    do! server.DropDatabaseAsync name
+                                                }
+                                                :> Task
+
+                                            return (store :> IEventStore), dispose
+                                        })
                         finally
                             server.DisposeAsync().AsTask().GetAwaiter().GetResult()
 
@@ -827,7 +847,7 @@ let main argv =
 
             run.GetAwaiter().GetResult()
 
-            if not settings.HeadOfLineOnly then
+            if not settings.HeadOfLineOnly && not settings.PublishersOnly then
                 tabulate settings memory
 
             heading $"done in %.0f{started.Elapsed.TotalSeconds} s"
@@ -840,11 +860,18 @@ let main argv =
                 Environment.ProcessorCount
                 Runtime.InteropServices.RuntimeInformation.FrameworkDescription
                 Runtime.InteropServices.RuntimeInformation.OSDescription
-                (if settings.HeadOfLineOnly then "head of line only"
-                 elif settings.Quick then "quick (smoke)"
-                 elif settings.Million then "full, with 1M"
-                 elif settings.MillionBacklog then "full, with a 1M backlog"
-                 else "full")
+                (if settings.HeadOfLineOnly then
+                     "head of line only"
+                 elif settings.PublishersOnly then
+                     "web-request publishers only"
+                 elif settings.Quick then
+                     "quick (smoke)"
+                 elif settings.Million then
+                     "full, with 1M"
+                 elif settings.MillionBacklog then
+                     "full, with a 1M backlog"
+                 else
+                     "full")
                 started.Elapsed.TotalSeconds
 
             printfn ""
@@ -854,7 +881,7 @@ let main argv =
             | None -> ()
 
             printfn
-                "- Framework: concurrent scheduler; throughput with processor Limit %d, executor Limit %d and %d workers; latency and idle with the default options (Limit 50, 2 workers, 1 s interval). On PostgreSQL: the Marten store, a fresh database per measurement; latency appends through a second store instance so the scheduler hears of events only by LISTEN/NOTIFY."
+                "- Framework: concurrent scheduler; throughput with processor Limit %d, executor Limit %d and %d workers; latency and idle with the default options (Limit 50, 16 workers, 1 s interval). On PostgreSQL: the Marten store, a fresh database per measurement; latency appends through a second store instance so the scheduler hears of events only by LISTEN/NOTIFY."
                 settings.Batch
                 settings.Batch
                 settings.Workers
@@ -867,7 +894,7 @@ let main argv =
                 AppendBatch
                 SampleBatch
 
-            if not settings.HeadOfLineOnly then
+            if not settings.HeadOfLineOnly && not settings.PublishersOnly then
                 printfn ""
                 printfn "| measure | in-memory | PostgreSQL | ceiling (SQL by hand) | PostgreSQL ÷ ceiling | target |"
                 printfn "|---|---:|---:|---:|---:|---|"
@@ -878,5 +905,6 @@ let main argv =
                 printProfiles settings
                 printIdle ()
 
+            publishers |> Option.iter Publishers.print
             printHeadOfLine settings
             0

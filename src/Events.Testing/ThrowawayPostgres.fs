@@ -115,7 +115,7 @@ module internal Processes =
 /// Where a throwaway server runs: a server of its own, or a database in a server named by
 /// EVENTS_TEST_POSTGRES.
 type internal Hosting =
-    | Own of binaries: ServerBinaries * folder: string * port: int
+    | Own of binaries: ServerBinaries * folder: string * port: int * durable: bool
     | External of serverConnectionString: string
 
 /// A PostgreSQL server for tests and demos, thrown away when disposed.
@@ -124,7 +124,7 @@ type internal Hosting =
 /// and a fresh database is created in it (and dropped on disposal). Otherwise a server of its own is
 /// made from the machine's server binaries (initdb and pg_ctl on PATH or in
 /// /usr/lib/postgresql/VERSION/bin, the newest version): a data folder under the temp folder, a free
-/// loopback port, fsync off, its unix socket inside the folder, run as the `postgres` OS user when
+/// loopback port, fsync off (see `StartDurableAsync`), its unix socket inside the folder, run as the `postgres` OS user when
 /// this process is root.
 [<Sealed>]
 type ThrowawayPostgres private (hosting: Hosting, connectionString: string) =
@@ -146,7 +146,7 @@ type ThrowawayPostgres private (hosting: Hosting, connectionString: string) =
 
     static let logFile folder = Path.Combine(folder, "server.log")
 
-    static let startServer (binaries: ServerBinaries) (folder: string) (port: int) =
+    static let startServer (binaries: ServerBinaries) (folder: string) (port: int) (durable: bool) =
         let socketFolder = Path.Combine(folder, "socket")
 
         let options =
@@ -156,9 +156,10 @@ type ThrowawayPostgres private (hosting: Hosting, connectionString: string) =
                     $"-p %d{port}"
                     $"-k {socketFolder}"
                     "-c listen_addresses=127.0.0.1"
-                    "-c fsync=off"
-                    "-c synchronous_commit=off"
-                    "-c full_page_writes=off"
+                    if durable then
+                        "-c fsync=on -c synchronous_commit=on -c full_page_writes=on"
+                    else
+                        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
                     "-c max_connections=500"
                 ]
             )
@@ -190,7 +191,7 @@ type ThrowawayPostgres private (hosting: Hosting, connectionString: string) =
             return connectionStringFor serverConnectionString name
         }
 
-    static let startOwn () =
+    static let startOwn (durable: bool) =
         task {
             let binaries = Processes.findBinaries ()
 
@@ -229,7 +230,7 @@ type ThrowawayPostgres private (hosting: Hosting, connectionString: string) =
                     let candidate = Processes.freeLoopbackPort ()
 
                     try
-                        let! _ = startServer binaries folder candidate
+                        let! _ = startServer binaries folder candidate durable
                         port <- candidate
                     with _ when attempt < 3 ->
                         attempt <- attempt + 1
@@ -240,7 +241,7 @@ type ThrowawayPostgres private (hosting: Hosting, connectionString: string) =
                             .ConnectionString)
                         "postgres"
 
-                return new ThrowawayPostgres(Own(binaries, folder, port), connectionString)
+                return new ThrowawayPostgres(Own(binaries, folder, port, durable), connectionString)
             with e ->
                 let log = logFile folder
 
@@ -270,11 +271,15 @@ type ThrowawayPostgres private (hosting: Hosting, connectionString: string) =
     static member StartAsync() : Task<ThrowawayPostgres> =
         ThrowawayPostgres.StartAsync(Environment.GetEnvironmentVariable ThrowawayPostgres.EnvironmentVariable)
 
+    /// Starts a throwaway server of its own with durable settings (fsync, synchronous_commit and
+    /// full_page_writes on, as in production), for measurements; EVENTS_TEST_POSTGRES is not read.
+    static member StartDurableAsync() : Task<ThrowawayPostgres> = startOwn true
+
     /// Starts as `StartAsync` does, with the value of EVENTS_TEST_POSTGRES given.
     static member internal StartAsync(serverConnectionString: string) : Task<ThrowawayPostgres> =
         match serverConnectionString with
         | null
-        | "" -> startOwn ()
+        | "" -> startOwn false
         | serverConnectionString ->
             task {
                 let name = "events_test_" + Guid.NewGuid().ToString("N").Substring(0, 12)
@@ -314,7 +319,7 @@ type ThrowawayPostgres private (hosting: Hosting, connectionString: string) =
     member _.StopAsync() : Task =
         task {
             match hosting with
-            | Own(binaries, folder, _) ->
+            | Own(binaries, folder, _, _) ->
                 let! _ = stopServer binaries folder "fast"
                 ()
             | External _ -> invalidOp "a server named by EVENTS_TEST_POSTGRES cannot be stopped by the tests"
@@ -324,8 +329,8 @@ type ThrowawayPostgres private (hosting: Hosting, connectionString: string) =
     member _.StartAgainAsync() : Task =
         task {
             match hosting with
-            | Own(binaries, folder, port) ->
-                let! _ = startServer binaries folder port
+            | Own(binaries, folder, port, durable) ->
+                let! _ = startServer binaries folder port durable
                 ()
             | External _ -> invalidOp "a server named by EVENTS_TEST_POSTGRES cannot be started by the tests"
         }
@@ -343,7 +348,7 @@ type ThrowawayPostgres private (hosting: Hosting, connectionString: string) =
         ValueTask(
             task {
                 match hosting with
-                | Own(binaries, folder, _) ->
+                | Own(binaries, folder, _, _) ->
                     try
                         let! _ = stopServer binaries folder "immediate"
                         ()
