@@ -440,7 +440,7 @@ public sealed class ExecutorSettings
     }
 
     /// <summary>
-    /// The executor's slots: handlers run at once (at least 1; default 2). It claims only as many requests
+    /// The executor's slots: handlers run at once (at least 1; default 16). It claims only as many requests
     /// as it has free slots and starts each at once, so a slow handler holds its own slot and no other.
     /// </summary>
     public int Workers { get; set; } = CoreExecutorOptions.Default.Workers;

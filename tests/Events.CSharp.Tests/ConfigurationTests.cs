@@ -89,7 +89,7 @@ public class ConfigurationTests
         Assert.Equal(50, options.Processor.Limit);
         Assert.Equal(TimeSpan.FromMinutes(1), options.Processor.ClaimLease);
         Assert.Null(options.Processor.BeforeProcess);
-        Assert.Equal(2, options.Executor.Workers);
+        Assert.Equal(16, options.Executor.Workers);
         Assert.Equal(50, options.Executor.Limit);
         Assert.Equal(TimeSpan.FromMinutes(5), options.Executor.Lease);
         Assert.Null(options.Executor.BeforeExecute);
