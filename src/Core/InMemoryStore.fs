@@ -123,6 +123,7 @@ type InMemoryStore(?options: InMemoryStoreOptions) =
     let deadHandlerNames = Dictionary<HandlerName, int>()
 
     let workArrived = Event<WorkSignal>()
+    let fanOuts = ResizeArray<IAppendFanOut>()
 
     let eventKey (event: Event) : TimeKey = struct (event.Timestamp, event.Id)
 
@@ -371,6 +372,18 @@ type InMemoryStore(?options: InMemoryStoreOptions) =
                 DeadHandlerNames = deadHandlerNames.Count
             })
 
+    interface IFanOutOnAppend with
+        member _.UseFanOut(fanOut: IAppendFanOut) =
+            if isNull (box fanOut) then
+                nullArg (nameof fanOut)
+
+            lock fanOuts (fun () -> fanOuts.Add fanOut)
+
+            { new IDisposable with
+                member _.Dispose() =
+                    lock fanOuts (fun () -> fanOuts.Remove fanOut |> ignore)
+            }
+
     interface IEventStore with
         member _.AppendAsync(batch, cancellationToken) =
             StoreArguments.checkList (nameof batch) batch
@@ -392,21 +405,53 @@ type InMemoryStore(?options: InMemoryStoreOptions) =
                     if not (ids.Add event.Id) then
                         invalidArg (nameof batch) $"the batch holds event id %O{event.Id} more than once"
 
-                lock gate (fun () ->
-                    // Refuse the whole batch before appending any of it.
-                    for event in stored do
-                        if events.ContainsKey event.Id then
-                            invalidArg (nameof batch) $"an event with id %O{event.Id} is already stored"
+                let fanOut = lock fanOuts (fun () -> Seq.tryLast fanOuts)
 
-                    for event in stored do
-                        events.Add(event.Id, { Event = event; Claim = ValueNone })
+                let fannedOut =
+                    lock gate (fun () ->
+                        // Refuse the whole batch before appending any of it.
+                        for event in stored do
+                            if events.ContainsKey event.Id then
+                                invalidArg (nameof batch) $"an event with id %O{event.Id} is already stored"
 
-                        if not (Event.isProcessed event) then
-                            unprocessed.Add(eventKey event) |> ignore
-                            unclaimed.Add(eventKey event) |> ignore)
+                        [
+                            for event in stored do
+                                let decided =
+                                    if Event.isProcessed event then
+                                        None
+                                    else
+                                        fanOut |> Option.bind (fun fanOut -> fanOut.FanOut event)
 
-                if not (List.isEmpty stored) then
+                                match decided with
+                                | Some decision ->
+                                    let processed =
+                                        { event with
+                                            ProcessedAt = Some decision.ProcessedAt
+                                        }
+
+                                    events.Add(event.Id, { Event = processed; Claim = ValueNone })
+
+                                    for request in decision.Requests do
+                                        add request
+
+                                    yield event, decision
+                                | None ->
+                                    events.Add(event.Id, { Event = event; Claim = ValueNone })
+
+                                    if not (Event.isProcessed event) then
+                                        unprocessed.Add(eventKey event) |> ignore
+                                        unclaimed.Add(eventKey event) |> ignore
+                        ])
+
+                match fanOut with
+                | Some fanOut when not fannedOut.IsEmpty -> fanOut.Committed fannedOut
+                | _ -> ()
+
+                if fannedOut.Length < stored.Length then
                     workArrived.Trigger WorkSignal.EventsAppended
+
+                if not fannedOut.IsEmpty then
+                    workArrived.Trigger WorkSignal.RequestsReady
 
                 stored)
 

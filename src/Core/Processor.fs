@@ -96,10 +96,7 @@ type Processor
                             event.Id
                         )
 
-                    let requests =
-                        handlers
-                        |> List.map (fun entry ->
-                            HandlerRequest.create (Guid.CreateVersion7 now) event entry.Name entry.Settings)
+                    let requests = FanOut.requests configuration event now
 
                     let processed =
                         {
@@ -160,6 +157,41 @@ type Processor
     /// Raised after a round created handler requests, so the executor can start at once.
     [<CLIEvent>]
     member _.RequestsCreated = requestsCreated.Publish
+
+    /// The fan-out on append of this processor's configuration (see `IAppendFanOut`), while `enabled`
+    /// says so; none with a before-process hook, which may change or refuse an event at processing time,
+    /// so such events keep the processor's path. Events fanned out on append are counted as processed
+    /// once their transaction commits (they get no processing span: nothing claims them).
+    member _.AppendFanOut(enabled: unit -> bool) : IAppendFanOut option =
+        match options.BeforeProcess with
+        | Some _ -> None
+        | None ->
+            Some
+                { new IAppendFanOut with
+                    member _.FanOut event =
+                        if not (enabled ()) then
+                            None
+                        else
+                            let now = time.GetUtcNow()
+
+                            match FanOut.requests configuration event now with
+                            | [] -> None
+                            | requests ->
+                                Some
+                                    {
+                                        ProcessedAt = now
+                                        Requests = requests
+                                    }
+
+                    member _.Committed events =
+                        for event, fanOut in events do
+                            let tags = instruments.EventMetricTags event
+                            instruments.EventsProcessed.Add(1L, tags)
+                            instruments.ProcessingTime.Record((fanOut.ProcessedAt - event.Timestamp).TotalSeconds, tags)
+
+                        if not events.IsEmpty then
+                            requestsCreated.Trigger()
+                }
 
     /// One round: claims up to Limit events, fans them out on Workers workers, commits the batch. Stops
     /// before starting work on its next event once `stopping` fires. A round that claims nothing makes no

@@ -34,6 +34,7 @@ type Scheduler
     let processWake = WakeSignal()
     let executeWake = WakeSignal()
     let mutable loops: Task[] = [||]
+    let mutable fanOutOnAppend: IDisposable = null
 
     /// The gauges read the store at most twice a second, and only while the scheduler is started.
     let stats () =
@@ -177,6 +178,11 @@ type Scheduler
         | Ok _ ->
             gaugesOn <- true
 
+            // Events appended in this process are fanned out in their own transaction while running.
+            match store, processor.AppendFanOut isRunning with
+            | :? IFanOutOnAppend as fanning, Some fanOut -> fanOutOnAppend <- fanning.UseFanOut fanOut
+            | _ -> ()
+
             loops <-
                 match options.Kind with
                 | SchedulerKind.Cooperative -> [| pump true true |]
@@ -202,6 +208,9 @@ type Scheduler
             match move SchedulerCommand.Shutdown with
             | Error error -> invalidOp error.Message
             | Ok _ ->
+                if not (isNull fanOutOnAppend) then
+                    fanOutOnAppend.Dispose()
+
                 stopping.Cancel()
 
                 let finished =

@@ -582,6 +582,13 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
         member this.Dispose() =
             this.DisposeAsync().AsTask().GetAwaiter().GetResult()
 
+    interface IFanOutOnAppend with
+        member _.UseFanOut fanOut =
+            if isNull (box fanOut) then
+                nullArg (nameof fanOut)
+
+            Outbox.useFanOut store fanOut
+
     interface IEventStore with
 
         member _.AppendAsync(events, cancellationToken) =

@@ -30,15 +30,77 @@ module internal Outbox =
                     CorrelationId = Some(Guid.CreateVersion7())
                 })
 
-    /// Queues the events' inserts (an id already stored fails the session's commit). Once the session
-    /// commits, `RaisedEventsListener` signals the new events (see `Wakeups`). Returns the events as stored.
+    /// The fan-outs on append registered per document store in this process (the latest one is used).
+    let private fanOuts =
+        ConditionalWeakTable<IDocumentStore, ResizeArray<IAppendFanOut>>()
+
+    /// The events a session fanned out on append, told to their fan-out once the session commits.
+    let private pending =
+        ConditionalWeakTable<IDocumentSession, ResizeArray<IAppendFanOut * Event * AppendedFanOut>>()
+
+    /// Registers a fan-out on append for a document store, until disposed.
+    let useFanOut (store: IDocumentStore) (fanOut: IAppendFanOut) : IDisposable =
+        let registered = fanOuts.GetValue(store, (fun _ -> ResizeArray()))
+        lock registered (fun () -> registered.Add fanOut)
+
+        { new IDisposable with
+            member _.Dispose() =
+                lock registered (fun () -> registered.Remove fanOut |> ignore)
+        }
+
+    let private fanOutOf (store: IDocumentStore) =
+        match fanOuts.TryGetValue store with
+        | true, registered -> lock registered (fun () -> Seq.tryLast registered)
+        | false, _ -> None
+
+    /// Queues the events' inserts (an id already stored fails the session's commit). When this process's
+    /// engine registered a fan-out on append for the store, each event it fans out is stored processed
+    /// with its requests, in the same transaction. Once the session commits, `RaisedEventsListener`
+    /// signals the new work (see `Wakeups`). Returns the events as stored.
     let append (session: IDocumentSession) (events: Event list) : Event list =
         let stored = prepare events
 
         if not stored.IsEmpty then
-            session.Insert<EventDocument>(stored |> Seq.map Documents.ofEvent)
+            let fanOut = fanOutOf session.DocumentStore
+
+            for event in stored do
+                let decided =
+                    match fanOut with
+                    | Some fanOut when not (Event.isProcessed event) ->
+                        fanOut.FanOut event |> Option.map (fun decision -> fanOut, decision)
+                    | _ -> None
+
+                match decided with
+                | Some(fanOut, decision) ->
+                    session.Insert<EventDocument>(
+                        Documents.ofEvent
+                            { event with
+                                ProcessedAt = Some decision.ProcessedAt
+                            }
+                    )
+
+                    session.Insert<RequestDocument>(decision.Requests |> Seq.map Documents.ofRequest)
+                    let fanned = pending.GetValue(session, (fun _ -> ResizeArray()))
+                    lock fanned (fun () -> fanned.Add(fanOut, event, decision))
+                | None -> session.Insert<EventDocument>(Documents.ofEvent event)
 
         stored
+
+    /// Tells the fan-outs of the events a session stored fanned out that its commit happened.
+    let committed (session: IDocumentSession) =
+        match pending.TryGetValue session with
+        | true, fanned ->
+            let taken =
+                lock fanned (fun () ->
+                    let taken = List.ofSeq fanned
+                    fanned.Clear()
+                    taken)
+
+            for fanOut, group in taken |> List.groupBy (fun (fanOut, _, _) -> fanOut) do
+                fanOut.Committed [ for _, event, decision in group -> event, decision ]
+
+            not taken.IsEmpty
+        | false, _ -> false
 
 /// Appends the events raised by saved `IRaiseEvents` entities in the same session, signals every event
 /// a session stored once it commits, and clears the entities' raised events then (all of them: an event raised on the entity while
@@ -78,8 +140,20 @@ type RaisedEventsListener() =
         for entity in raisers (Seq.append commit.Inserted commit.Updated) do
             entity.Raiser.Clear()
 
-        if commit.Inserted |> Seq.exists (fun document -> document :? EventDocument) then
+        let fannedOut = Outbox.committed session
+
+        let unprocessed =
+            commit.Inserted
+            |> Seq.exists (fun document ->
+                match document with
+                | :? EventDocument as event -> not event.ProcessedAt.HasValue
+                | _ -> false)
+
+        if unprocessed then
             (Wakeups.For session.DocumentStore).Signal WorkSignal.EventsAppended
+
+        if fannedOut then
+            (Wakeups.For session.DocumentStore).Signal WorkSignal.RequestsReady
 
         Task.CompletedTask
 

@@ -1254,6 +1254,80 @@ let private outbox =
                         })
             }
 
+            testTask
+                "with an engine's fan-out on append, a session stores its events processed with their requests, or nothing" {
+                do!
+                    withStore (fun store ->
+                        task {
+                            let configuration =
+                                TestSupport.configure [ "note.taken", "index", TestSupport.succeed, [] ]
+
+                            let instruments =
+                                new Instruments("", (fun () -> None), (fun () -> DateTimeOffset.UtcNow))
+
+                            let processor =
+                                Processor(
+                                    port store,
+                                    configuration,
+                                    ProcessorOptions.Default,
+                                    instruments,
+                                    Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance,
+                                    TimeProvider.System
+                                )
+
+                            let told = ref 0
+
+                            use _ =
+                                processor.RequestsCreated.Subscribe(fun () -> Interlocked.Increment told |> ignore)
+
+                            use _ =
+                                (store :> IFanOutOnAppend).UseFanOut((processor.AppendFanOut(fun () -> true)).Value)
+
+                            let lost = applicationEvent 1.0 "note.taken"
+
+                            let! failed =
+                                task {
+                                    use session = store.DocumentStore.LightweightSession()
+                                    session.AppendEvents [ lost ] |> ignore
+                                    session.QueueSqlCommand("select 1/0")
+
+                                    try
+                                        do! session.SaveChangesAsync()
+                                        return false
+                                    with _ ->
+                                        return true
+                                }
+
+                            Expect.isTrue failed "the commit fails"
+                            let! found = (port store).FindEventAsync(lost.Id, none)
+                            Expect.isNone found "the event rolls back"
+                            let! requests = TestSupport.toList ((port store).RequestsAsync none)
+                            Expect.isEmpty requests "its requests roll back with it"
+                            Expect.equal told.Value 0 "no one is told of a rollback"
+                            let kept = applicationEvent 2.0 "note.taken"
+
+                            do!
+                                task {
+                                    use session = store.DocumentStore.LightweightSession()
+                                    session.AppendEvents [ kept ] |> ignore
+                                    do! session.SaveChangesAsync()
+                                }
+
+                            let! found = (port store).FindEventAsync(kept.Id, none)
+                            Expect.isSome found.Value.ProcessedAt "stored processed by the session's commit"
+                            let! requests = TestSupport.toList ((port store).RequestsAsync none)
+
+                            Expect.equal
+                                (requests |> List.map (fun r -> r.EventId, r.HandlerName.Value, r.State))
+                                [ kept.Id, "index", RequestState.Runnable None ]
+                                "its request is stored with it, runnable"
+
+                            Expect.equal told.Value 1 "the executor is told once the commit is done"
+                            let! claimed = (port store).ClaimEventsAsync(10, at 100.0, lease, none)
+                            Expect.isEmpty claimed "nothing is left for the processor"
+                        })
+            }
+
             testTask "entities that raise events have them appended when saved, then cleared" {
                 do!
                     withStore (fun store ->

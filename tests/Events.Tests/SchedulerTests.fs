@@ -347,9 +347,144 @@ let schedulerSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                 Expect.equal scheduler.Status SchedulerStatus.Shutdown "the scheduler shut down"
             }
 
+    /// A processor's fan-out on append registered on the store, with no loop running: what the store
+    /// does with appended events is then the append's work alone.
+    let withFanOut (configuration: Configuration<Handler>) (options: ProcessorOptions) =
+        task {
+            let! store = makeStore ()
+
+            let instruments =
+                new Instruments("", (fun () -> None), (fun () -> DateTimeOffset.UtcNow))
+
+            let processor =
+                Processor(store, configuration, options, instruments, NullLogger.Instance, TimeProvider.System)
+
+            let registration =
+                match store, processor.AppendFanOut(fun () -> true) with
+                | :? IFanOutOnAppend as fanning, Some fanOut -> Some(fanning.UseFanOut fanOut)
+                | _ -> None
+
+            return store, processor, registration
+        }
+
+    let event (name: string) =
+        EventFactory().Application(name, {| |})
+        |> Result.defaultWith (fun e -> failwith e.Message)
+
+    let fanOutOnAppend =
+        testList
+            "fan-out on append"
+            [
+                testCaseTask "an event is stored processed with its requests by the append itself"
+                <| fun () ->
+                    task {
+                        let configuration =
+                            configure [ "thing.happened", "a", succeed, []; "thing.happened", "b", succeed, [] ]
+
+                        let! store, processor, registration =
+                            withFanOut configuration ProcessorOptions.Default
+
+                        Expect.isSome registration "the store fans out on append"
+                        let created = ref 0
+
+                        use _ =
+                            processor.RequestsCreated.Subscribe(fun () -> Interlocked.Increment created |> ignore)
+
+                        let raised = event "thing.happened"
+                        let! _ = store.AppendAsync([ raised ], CancellationToken.None)
+                        let! stored = store.FindEventAsync(raised.Id, CancellationToken.None)
+                        Expect.isSome stored.Value.ProcessedAt "stored processed, with no processor round"
+                        let! requests = requestsOf store
+
+                        Expect.equal
+                            (requests |> List.map _.HandlerName.Value |> List.sort)
+                            [ "a"; "b" ]
+                            "one runnable request per handler"
+
+                        Expect.allEqual
+                            (requests |> List.map _.State)
+                            (RequestState.Runnable None)
+                            "the requests are runnable"
+
+                        Expect.equal created.Value 1 "the executor is told once the append committed"
+
+                        let! claimed =
+                            store.ClaimEventsAsync(
+                                10,
+                                DateTimeOffset.UtcNow,
+                                TimeSpan.FromMinutes 1.0,
+                                CancellationToken.None
+                            )
+
+                        Expect.isEmpty claimed "nothing is left for the processor"
+                        registration.Value.Dispose()
+                        let later = event "thing.happened"
+                        let! _ = store.AppendAsync([ later ], CancellationToken.None)
+                        let! stored = store.FindEventAsync(later.Id, CancellationToken.None)
+                        Expect.isNone stored.Value.ProcessedAt "once disposed, events keep the processor's path"
+                    }
+
+                testCaseTask "an event no handler is mapped for, or one already processed, keeps its path"
+                <| fun () ->
+                    task {
+                        let! store, _, _ =
+                            withFanOut (configure [ "thing.happened", "a", succeed, [] ]) ProcessorOptions.Default
+
+                        let unmapped = event "other.thing"
+
+                        let processed =
+                            { event "thing.happened" with
+                                ProcessedAt = Some DateTimeOffset.UtcNow
+                            }
+
+                        let! _ = store.AppendAsync([ unmapped; processed ], CancellationToken.None)
+                        let! stored = store.FindEventAsync(unmapped.Id, CancellationToken.None)
+
+                        Expect.isNone
+                            stored.Value.ProcessedAt
+                            "left to the processor, which logs that no handler is mapped"
+
+                        let! requests = requestsOf store
+                        Expect.isEmpty requests "no request for either"
+                    }
+
+                testCaseTask "with a before-process hook, events keep the processor's path"
+                <| fun () ->
+                    task {
+                        let hook: BeforeProcess = fun event _ -> Task.FromResult(HookResult.Continue event)
+
+                        let! _, processor, registration =
+                            withFanOut
+                                (configure [ "thing.happened", "a", succeed, [] ])
+                                { ProcessorOptions.Default with
+                                    BeforeProcess = Some hook
+                                }
+
+                        Expect.isNone (processor.AppendFanOut(fun () -> true)) "no fan-out on append"
+                        Expect.isNone registration "nothing registered"
+                    }
+
+                testCaseTask "a running scheduler fans out on append until it shuts down"
+                <| fun () ->
+                    task {
+                        let! store, scheduler =
+                            start SchedulerKind.Concurrent (configure [ "thing.happened", "h", succeed, [] ])
+
+                        use scheduler = scheduler
+                        scheduler.Start()
+                        do! raise store
+                        do! waitUntil (TimeSpan.FromSeconds 10.0) "the event's request completed" (completed store 1)
+                        do! scheduler.ShutdownAsync CancellationToken.None
+                        do! raise store
+                        let! stats = store.StatsAsync(DateTimeOffset.UtcNow, CancellationToken.None)
+                        Expect.equal stats.UnprocessedEvents 1L "after shutdown, an append fans nothing out"
+                    }
+            ]
+
     testList
         $"Scheduler on %s{storeName}"
         [
+            fanOutOnAppend
             endToEnd SchedulerKind.Cooperative
             endToEnd SchedulerKind.Concurrent
             fastBesideSlow SchedulerKind.Cooperative
