@@ -92,6 +92,31 @@ type Scheduler
 
     do processor.RequestsCreated.Add(fun () -> executeWake.Set())
 
+    /// Unreadable stored items are counted and logged as the store sets them aside.
+    let setAside =
+        match store with
+        | :? ISetAsideItems as items ->
+            items.ItemsSetAside.Subscribe(fun aside ->
+                for item in aside do
+                    let kind =
+                        match item.Kind with
+                        | StoredItemKind.Event -> "event"
+                        | StoredItemKind.Request -> "request"
+
+                    instruments.ItemsSetAside.Add(1L, instruments.Tag("item.kind", kind))
+
+                    logger.LogError(
+                        Log.ItemSetAside,
+                        "set aside stored {Kind} {Id}, which could not be read: {Reason}",
+                        kind,
+                        item.Id,
+                        item.Reason
+                    ))
+        | _ ->
+            { new IDisposable with
+                member _.Dispose() = ()
+            }
+
     /// One pump loop, with the processor's side, the executor's side, or both (cooperative). Each side
     /// knows whether work may be waiting ("more"): after a full claim, a wake-up or an interval. The
     /// processor's side runs rounds while they come back full; the executor's side claims while it has
@@ -239,11 +264,13 @@ type Scheduler
                 executor.StopRenewing()
                 gaugesOn <- false
                 subscription.Dispose()
+                setAside.Dispose()
         }
 
     interface IDisposable with
         member _.Dispose() =
             subscription.Dispose()
+            setAside.Dispose()
             stopping.Dispose()
             hardStop.Dispose()
             (instruments :> IDisposable).Dispose()

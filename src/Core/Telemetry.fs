@@ -129,6 +129,14 @@ type Instruments(prefix: string, stats: unit -> StoreStats option, now: unit -> 
             "The number of events that failed to process."
         )
 
+    /// events.items.set_aside
+    member val ItemsSetAside =
+        meter.CreateCounter<int64>(
+            name "events.items.set_aside",
+            "{item}",
+            "The number of stored events and requests set aside because the store could not read them."
+        )
+
     /// events.processing_time
     member val ProcessingTime =
         histogram "events.processing_time" "The time spent processing an event." Telemetry.LatencyBuckets
@@ -340,6 +348,7 @@ module internal Log =
     let ShutdownStuck = EventId(31, "ShutdownStuck")
     let GaugesFailed = EventId(32, "GaugesFailed")
     let LoopFailed = EventId(33, "LoopFailed")
+    let ItemSetAside = EventId(34, "ItemSetAside")
 
     /// A time as ISO 8601 text (round-trip form), for log messages; empty for none.
     let time (value: DateTimeOffset option) =

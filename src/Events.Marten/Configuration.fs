@@ -40,6 +40,7 @@ type MartenConfiguration =
         duplicate "ProcessedAt" "timestamp with time zone" Sql.Columns.ProcessedAt false
         duplicate "ClaimToken" "uuid" Sql.Columns.ClaimToken false
         duplicate "ClaimUntil" "timestamp with time zone" Sql.Columns.ClaimUntil false
+        duplicate "SetAside" "text" Sql.Columns.SetAside false
         MartenConfiguration.AddIndexes mapping Sql.Indexes.events
 
     static member private MapRequests(mapping: DocumentMapping) =
@@ -55,6 +56,7 @@ type MartenConfiguration =
         duplicate "CanceledAt" "timestamp with time zone" Sql.Columns.CanceledAt false
         duplicate "LeaseUntil" "timestamp with time zone" Sql.Columns.LeaseUntil false
         duplicate "ClaimToken" "uuid" Sql.Columns.ClaimToken false
+        duplicate "SetAside" "text" Sql.Columns.SetAside false
         MartenConfiguration.AddIndexes mapping Sql.Indexes.requests
 
     /// Registers the Events documents (events and handler requests, with their duplicated columns and

@@ -78,6 +78,10 @@ type EventDocument =
         /// When the processor's claim lapses (UTC).
         [<JsonPropertyName("claimUntil")>]
         ClaimUntil: Nullable<DateTimeOffset>
+        /// Why the store set the row aside (it could not read it); null for a healthy row. Written only
+        /// by the store's SQL, into its column; a set-aside row is in no claim, gauge or page.
+        [<JsonPropertyName("setAside")>]
+        SetAside: string
     }
 
 /// The stored form of a handler request: a Marten document with one flat field per field of the Go
@@ -158,6 +162,9 @@ type RequestDocument =
         /// The running attempt's fencing token; null unless running.
         [<JsonPropertyName("claimToken")>]
         ClaimToken: Nullable<Guid>
+        /// Why the store set the row aside; null for a healthy row (see `EventDocument.SetAside`).
+        [<JsonPropertyName("setAside")>]
+        SetAside: string
     }
 
 /// Conversions between the core's types and their stored forms. Times are stored in UTC (the same
@@ -222,6 +229,7 @@ module internal Documents =
             ProcessedAt = nullableUtc event.ProcessedAt
             ClaimToken = Nullable()
             ClaimUntil = Nullable()
+            SetAside = null
         }
 
     /// The event a stored form holds; throws `CorruptDocumentException` when it breaks the core's rules.
@@ -272,6 +280,7 @@ module internal Documents =
             CanceledAt = nullableUtc (HandlerRequest.canceledAt request)
             LeaseUntil = lease |> Option.map (fun lease -> utc lease.Until) |> Option.toNullable
             ClaimToken = lease |> Option.map _.Token |> Option.toNullable
+            SetAside = null
         }
 
     /// The request a stored form holds, its state rebuilt by the core's `stateOfFields`; throws

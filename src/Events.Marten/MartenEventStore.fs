@@ -125,6 +125,22 @@ module internal Db =
             return List.ofSeq rows
         }
 
+    /// Rows of (id, text), in order.
+    let readIdTexts (reader: NpgsqlDataReader) (cancellationToken: CancellationToken) =
+        task {
+            let rows = ResizeArray<Guid * string>()
+
+            let! more = reader.ReadAsync cancellationToken
+            let mutable more = more
+
+            while more do
+                rows.Add(reader.GetGuid 0, reader.GetString 1)
+                let! next = reader.ReadAsync cancellationToken
+                more <- next
+
+            return List.ofSeq rows
+        }
+
     /// The columns a request write sets, for one request, as arrays (one element per request).
     let requestArrays (documents: RequestDocument list) : NpgsqlParameter list =
         let column f = documents |> Seq.map f |> Array.ofSeq
@@ -253,6 +269,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
     let tables = layout.Tables
     let requestType = typeof<RequestDocument>.FullName
     let workArrived = Event<WorkSignal>()
+    let itemsSetAside = Event<SetAsideItem list>()
     let wakeups = Wakeups.For store
     let heard = wakeups.Local.Subscribe workArrived.Trigger
     let listenerFailed = Event<exn>()
@@ -296,14 +313,62 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                     connection.Dispose()
         }
 
+    let setAsideEventsSql = Sql.setAsideEvents tables
+    let setAsideRequestsSql = Sql.setAsideRequests tables
+
     let toEvent json =
         Documents.toEvent (Documents.ofJson<EventDocument> json)
 
     let toRequest json =
         Documents.toRequest (Documents.ofJson<RequestDocument> json)
 
-    /// Writes one outcome with the handler's session in the same transaction: the fenced write first,
-    /// the session's changes only if it was written.
+    /// Reads claimed rows of (id, document); a row that cannot be read is set aside on its own (see
+    /// `ISetAsideItems`), so the rows beside it go on.
+    let readOrSetAside
+        (kind: StoredItemKind)
+        (rows: (Guid * string) list)
+        (read': string -> 'item)
+        (cancellationToken: CancellationToken)
+        =
+        task {
+            let read = ResizeArray<'item>()
+            let unreadable = ResizeArray<SetAsideItem>()
+
+            for id, json in rows do
+                try
+                    read.Add(read' json)
+                with error ->
+                    unreadable.Add
+                        {
+                            Kind = kind
+                            Id = id
+                            Reason = HandlerRequest.storable error.Message
+                            Stored = json
+                        }
+
+            if unreadable.Count > 0 then
+                use! connection = openConnection cancellationToken
+
+                let sql =
+                    match kind with
+                    | StoredItemKind.Event -> setAsideEventsSql
+                    | StoredItemKind.Request -> setAsideRequestsSql
+
+                use command =
+                    Db.command
+                        connection
+                        sql
+                        [
+                            Db.array NpgsqlDbType.Uuid (unreadable |> Seq.map _.Id |> Array.ofSeq)
+                            Db.array NpgsqlDbType.Text (unreadable |> Seq.map _.Reason |> Array.ofSeq)
+                        ]
+
+                let! _ = command.ExecuteNonQueryAsync cancellationToken
+                itemsSetAside.Trigger(List.ofSeq unreadable)
+
+            return List.ofSeq read
+        }
+
     /// Every row of a keyset-paged query (ordered by timestamp then id), 500 per round trip.
     let pages (sql: string) (read: string -> 'item) (cancellationToken: CancellationToken) =
         let pageSize = 500
@@ -582,6 +647,36 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
         member this.Dispose() =
             this.DisposeAsync().AsTask().GetAwaiter().GetResult()
 
+    interface ISetAsideItems with
+        member _.SetAsideAsync cancellationToken =
+            task {
+                use! connection = openConnection cancellationToken
+                let items = ResizeArray<SetAsideItem>()
+
+                for kind, table in [ StoredItemKind.Event, tables.Events; StoredItemKind.Request, tables.Requests ] do
+                    use command = Db.command connection (Sql.setAsideRows table) []
+                    use! reader = command.ExecuteReaderAsync cancellationToken
+                    let! more = reader.ReadAsync cancellationToken
+                    let mutable more = more
+
+                    while more do
+                        items.Add
+                            {
+                                Kind = kind
+                                Id = reader.GetGuid 0
+                                Reason = reader.GetString 1
+                                Stored = reader.GetString 2
+                            }
+
+                        let! next = reader.ReadAsync cancellationToken
+                        more <- next
+
+                return List.ofSeq items
+            }
+
+        [<CLIEvent>]
+        member _.ItemsSetAside = itemsSetAside.Publish
+
     interface IFanOutOnAppend with
         member _.UseFanOut fanOut =
             if isNull (box fanOut) then
@@ -637,19 +732,28 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                                 Db.jsonTimestamp until
                             ]
 
-                    use! reader = command.ExecuteReaderAsync cancellationToken
-                    let! rows = Db.readTexts reader cancellationToken
+                    let! rows =
+                        task {
+                            use! reader = command.ExecuteReaderAsync cancellationToken
+                            return! Db.readIdTexts reader cancellationToken
+                        }
+
+                    let! claims =
+                        readOrSetAside
+                            StoredItemKind.Event
+                            rows
+                            (fun json ->
+                                let document = Documents.ofJson<EventDocument> json
+
+                                {
+                                    Event = Documents.toEvent document
+                                    Token = document.ClaimToken.Value
+                                    Until = document.ClaimUntil.Value
+                                })
+                            cancellationToken
 
                     return
-                        rows
-                        |> List.map (fun json ->
-                            let document = Documents.ofJson<EventDocument> json
-
-                            {
-                                Event = Documents.toEvent document
-                                Token = document.ClaimToken.Value
-                                Until = document.ClaimUntil.Value
-                            })
+                        claims
                         |> List.sortBy (fun claim -> struct (claim.Event.Timestamp, claim.Event.Id))
             }
 
@@ -780,15 +884,25 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                     ]
                 |> batch.BatchCommands.Add
 
-                use! reader = batch.ExecuteReaderAsync cancellationToken
-                let! recovered = Db.readTexts reader cancellationToken
-                let! _ = reader.NextResultAsync cancellationToken
-                let! claimed = Db.readTexts reader cancellationToken
+                let! recovered, claimed =
+                    task {
+                        use! reader = batch.ExecuteReaderAsync cancellationToken
+                        let! recovered = Db.readIdTexts reader cancellationToken
+                        let! _ = reader.NextResultAsync cancellationToken
+                        let! claimed = Db.readIdTexts reader cancellationToken
+                        return recovered, claimed
+                    }
+
+                let! claimed =
+                    readOrSetAside StoredItemKind.Request claimed toRequest cancellationToken
+
+                let! recovered =
+                    readOrSetAside StoredItemKind.Request recovered toRequest cancellationToken
 
                 return
                     {
-                        Claimed = claimed |> List.map toRequest |> List.sortBy HandlerRequest.runOrder
-                        Recovered = recovered |> List.map toRequest |> List.sortBy HandlerRequest.runOrder
+                        Claimed = claimed |> List.sortBy HandlerRequest.runOrder
+                        Recovered = recovered |> List.sortBy HandlerRequest.runOrder
                     }
             }
 

@@ -57,22 +57,27 @@ module internal Sql =
         [<Literal>]
         let LeaseUntil = "lease_until"
 
+        // both
+        [<Literal>]
+        let SetAside = "set_aside"
+
     /// Predicates shared by the partial indexes and the queries, spelled the same in both so that the
     /// planner matches them. Each is the SQL form of a core predicate over `stateOfFields`.
     module Predicates =
-        /// Not processed: `Event.isProcessed` is false.
+        /// Not processed: `Event.isProcessed` is false (and not set aside).
         [<Literal>]
-        let Unprocessed = "processed_at IS NULL"
+        let Unprocessed = "processed_at IS NULL AND set_aside IS NULL"
 
-        /// The shape of a Runnable state: no end, no lease, errors below max (backoff aside).
+        /// The shape of a Runnable state: no end, no lease, errors below max (backoff aside); not set
+        /// aside.
         [<Literal>]
         let Waiting =
-            "completed_at IS NULL AND canceled_at IS NULL AND lease_until IS NULL AND errors < max_errors"
+            "completed_at IS NULL AND canceled_at IS NULL AND lease_until IS NULL AND errors < max_errors AND set_aside IS NULL"
 
-        /// The Dead state (`HandlerRequest.isDead`).
+        /// The Dead state (`HandlerRequest.isDead`); not set aside.
         [<Literal>]
         let Dead =
-            "completed_at IS NULL AND canceled_at IS NULL AND lease_until IS NULL AND errors >= max_errors"
+            "completed_at IS NULL AND canceled_at IS NULL AND lease_until IS NULL AND errors >= max_errors AND set_aside IS NULL"
 
         /// The Running state: a lease is held.
         [<Literal>]
@@ -131,7 +136,7 @@ SET claim_token = picked.token,
     mt_last_modified = transaction_timestamp()
 FROM picked
 WHERE e.id = picked.id
-RETURNING e.data::text"""
+RETURNING e.id, e.data::text"""
 
     /// Gives back the claims ($1 ids, $2 tokens) that still hold their events.
     let releaseEvents (tables: Tables) =
@@ -216,7 +221,7 @@ SET errors = r.errors + 1,
     mt_last_modified = transaction_timestamp()
 FROM expired
 WHERE r.id = expired.id
-RETURNING r.data::text"""
+RETURNING r.id, r.data::text"""
 
     /// Claims up to $4 requests runnable at $1 in the core's run order, each with a fresh token, until $2
     /// ($3: $2 as JSON); the backoff they waited out is cleared, as the core's `Claim` does. Returns the
@@ -238,7 +243,7 @@ SET lease_until = $2,
     mt_last_modified = transaction_timestamp()
 FROM picked
 WHERE r.id = picked.id
-RETURNING r.data::text"""
+RETURNING r.id, r.data::text"""
 
     /// Writes outcomes in one statement: $1 the fencing tokens, then the request columns ($2 ids, $3
     /// documents ... $14 claim tokens). A row is written only while its stored token is the outcome's.
@@ -343,6 +348,27 @@ SET data = $2::jsonb, handler_name = $3, event_name = $4, event_timestamp = $5, 
     max_errors = $8, backoff_until = $9, completed_at = $10, canceled_at = $11, lease_until = $12,
     claim_token = $13, mt_last_modified = transaction_timestamp()
 WHERE id = $1"""
+
+    /// Sets rows the store could not read aside ($1 ids, $2 reasons): out of every claim, gauge and page,
+    /// their claim or lease (`held`, the column of its end) dropped, kept with the reason for a person.
+    let private setAside (table: string) (held: string) =
+        $"""
+UPDATE %s{table} AS t
+SET set_aside = aside.reason, claim_token = NULL, %s{held} = NULL, mt_last_modified = transaction_timestamp()
+FROM unnest($1::uuid[], $2::text[]) AS aside(id, reason)
+WHERE t.id = aside.id"""
+
+    /// Sets events aside (see `setAside`).
+    let setAsideEvents (tables: Tables) =
+        setAside tables.Events Columns.ClaimUntil
+
+    /// Sets requests aside (see `setAside`).
+    let setAsideRequests (tables: Tables) =
+        setAside tables.Requests Columns.LeaseUntil
+
+    /// The rows set aside in a table, oldest first: id, reason, raw document.
+    let setAsideRows (table: string) =
+        $"SELECT id, set_aside, data::text FROM %s{table} WHERE set_aside IS NOT NULL ORDER BY mt_last_modified, id"
 
     /// Tells every listening process about new work, in a transaction of its own that writes nothing
     /// (so no writing transaction ever waits on the commit lock that NOTIFY takes): $1 the channel, $2

@@ -1496,6 +1496,110 @@ let private administration =
             }
         ]
 
+/// Runs SQL on the store's database, as a person editing rows by hand would.
+let private byHand (store: MartenEventStore) (sql: string) =
+    task {
+        use session = store.DocumentStore.LightweightSession()
+        session.QueueSqlCommand sql
+        do! session.SaveChangesAsync()
+    }
+
+let private setAside =
+    testList
+        "unreadable rows"
+        [
+            testTask "an event that cannot be read is set aside on its own; the events claimed beside it go on" {
+                do!
+                    withStore (fun store ->
+                        task {
+                            let seen = ConcurrentQueue<SetAsideItem>()
+                            use _ = (store :> ISetAsideItems).ItemsSetAside.Subscribe(Seq.iter seen.Enqueue)
+                            let events = [ for i in 1..30 -> applicationEvent (float i) "healthy" ]
+                            let! _ = append (port store) events
+
+                            do!
+                                byHand
+                                    store
+                                    $"update mt_doc_events_event set data = jsonb_set(data, '{{name}}', '\"\"') where id = '%O{events.Head.Id}'"
+
+                            // 100 levels of arrays: more than a default JSON reader reads back.
+                            let deep = String.replicate 100 "[" + String.replicate 100 "]"
+
+                            do!
+                                byHand
+                                    store
+                                    $"update mt_doc_events_event set data = jsonb_set(data, '{{data}}', '{{\"a\": %s{deep}}}') where id = '%O{events[1].Id}'"
+
+                            let! claims = (port store).ClaimEventsAsync(50, at 100.0, lease, none)
+
+                            Expect.equal
+                                (claims |> List.map _.Event.Id)
+                                (events |> List.skip 2 |> List.map _.Id)
+                                "the 28 healthy events are claimed, in order"
+
+                            let! listed = (store :> ISetAsideItems).SetAsideAsync none
+
+                            Expect.equal
+                                (listed |> List.map (fun item -> item.Kind, item.Id) |> List.sort)
+                                ([ for e in List.take 2 events -> StoredItemKind.Event, e.Id ] |> List.sort)
+                                "the two unreadable events are listed"
+
+                            Expect.all
+                                listed
+                                (fun item -> item.Reason <> "" && item.Stored <> "")
+                                "with a reason and the stored text"
+
+                            Expect.equal seen.Count 2 "and announced"
+                            let! again = (port store).ClaimEventsAsync(50, at 1000.0, lease, none)
+
+                            Expect.equal
+                                (again |> List.map _.Event.Id)
+                                (claims |> List.map _.Event.Id)
+                                "after the lease only the healthy events are claimed again, never a set-aside one"
+
+                            let! stats = (port store).StatsAsync(at 1000.0, none)
+                            Expect.equal stats.UnprocessedEvents 28L "nor counted as unprocessed"
+                        })
+            }
+
+            testTask "a request that cannot be read is set aside; the requests claimed beside it run" {
+                do!
+                    withStore (fun store ->
+                        task {
+                            let! created =
+                                appendAndProcess
+                                    (port store)
+                                    [ for i in 1..20 -> applicationEvent (float i) "healthy" ]
+                                    [ "h", settings 5 50 ]
+
+                            let first = created |> List.minBy HandlerRequest.runOrder
+
+                            do!
+                                byHand
+                                    store
+                                    $"update mt_doc_events_request set data = jsonb_set(data, '{{handlerName}}', '\"\"') where id = '%O{first.Id}'"
+
+                            let! claim = (port store).ClaimRequestsAsync(50, at 100.0, lease, none)
+                            Expect.equal claim.Claimed.Length 19 "the 19 healthy requests are claimed"
+                            Expect.isFalse (claim.Claimed |> List.exists (fun r -> r.Id = first.Id)) "not the bad one"
+                            let! listed = (store :> ISetAsideItems).SetAsideAsync none
+
+                            Expect.equal
+                                (listed |> List.map (fun item -> item.Kind, item.Id))
+                                [ StoredItemKind.Request, first.Id ]
+                                "the bad one is listed"
+
+                            let! later = (port store).ClaimRequestsAsync(50, at 10_000.0, lease, none)
+
+                            Expect.isFalse
+                                (later.Recovered |> List.exists (fun r -> r.Id = first.Id))
+                                "it is never recovered as a lapsed lease"
+
+                            Expect.isFalse (later.Claimed |> List.exists (fun r -> r.Id = first.Id)) "nor claimed"
+                        })
+            }
+        ]
+
 let private nasty =
     testList
         "bad input"
@@ -2011,5 +2115,6 @@ let tests =
             administration
             nasty
             notifications
+            setAside
             schema
         ]
