@@ -232,6 +232,40 @@ type Executor
                 | RequestState.Running _
                 | RequestState.Dead
                 | RequestState.Canceled _ -> do! failed next thrown activity hardStop
+            | Ok(Error(RequestError.CommitFailed _ as refusal)) ->
+                // The handler's own commit failed, and the outcome with it: the attempt failed, recorded at
+                // once as a thrown handler's (its claim goes to the backoff, not left to lapse).
+                let error = InvalidOperationException(refusal.Message)
+
+                match Attempt.decide token (time.GetUtcNow()) (sample ()) (AttemptResult.Threw error) with
+                | AttemptDecision.Record(command, _) ->
+                    match HandlerRequest.transition request.Backoff command request with
+                    | Ok failedNext ->
+                        match!
+                            writer.WriteAsync
+                                {
+                                    Request = failedNext
+                                    Token = token
+                                    Transaction = None
+                                }
+                        with
+                        | Ok() -> do! failed failedNext (Some(error :> exn)) activity hardStop
+                        | Error refused ->
+                            logger.LogWarning(
+                                Log.OutcomeRefused,
+                                "the outcome of request {RequestId} was refused: {Reason}",
+                                request.Id,
+                                refused.Message
+                            )
+                    | Error refused ->
+                        logger.LogError(
+                            Log.CoreRefused,
+                            "the core refused the outcome of request {RequestId}: {Reason}",
+                            request.Id,
+                            refused.Message
+                        )
+                | AttemptDecision.GiveBack _
+                | AttemptDecision.Abandon -> ()
             | Ok(Error refusal) ->
                 logger.LogWarning(
                     Log.OutcomeRefused,

@@ -108,6 +108,9 @@ type RequestError =
     | LeaseNotExpired of until: DateTimeOffset
     /// A claim's lease must be positive.
     | LeaseNotPositive of TimeSpan
+    /// The store could not commit the handler's own changes with the outcome (a unique key the
+    /// handler's session violated, say): nothing of the outcome was written.
+    | CommitFailed of error: string
 
     /// A sentence that says why the command was refused.
     member this.Message =
@@ -121,6 +124,7 @@ type RequestError =
         | StaleToken -> "the attempt's fencing token is stale: the request was claimed again since"
         | LeaseNotExpired until -> $"the lease holds until %O{until}"
         | LeaseNotPositive lease -> $"a lease must be positive, got %O{lease}"
+        | CommitFailed error -> $"the handler's own changes could not be committed: %s{error}"
 
 /// The pure state machine of handler requests and the predicates every store must agree with.
 [<RequireQualifiedAccess>]

@@ -261,7 +261,8 @@ type InMemoryStore(?options: InMemoryStoreOptions) =
             | Error(RequestError.AlreadyCanceled as error)
             | Error(RequestError.NotRunning as error)
             | Error(RequestError.StaleToken as error)
-            | Error(RequestError.LeaseNotExpired _ as error) ->
+            | Error(RequestError.LeaseNotExpired _ as error)
+            | Error(RequestError.CommitFailed _ as error) ->
                 invalidOp $"the runnable index holds request %O{id}, which the core refuses to claim: %s{error.Message}"
 
         // Back to waiting out their backoff: a later claim makes them runnable when due.

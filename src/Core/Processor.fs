@@ -109,8 +109,10 @@ type Processor
                     return Choice1Of2(processed, activity)
         }
 
-    /// Commits the prepared fan-outs in one batch, counting and logging each result.
-    let commit (ready: (ClaimedEvent * ProcessedEvent * Activity)[]) =
+    /// Commits prepared fan-outs in one batch, counting and logging each result. When the store throws,
+    /// commits the halves, down to single events, so one event the store cannot commit never holds back
+    /// the others; that one is released for a later round and counted as a processing failure.
+    let rec commitSplitting (ready: (ClaimedEvent * ProcessedEvent * Activity)[]) : Task =
         task {
             try
                 let! results =
@@ -141,7 +143,12 @@ type Processor
 
                 if created then
                     requestsCreated.Trigger()
-            with error ->
+            with
+            | _ when ready.Length > 1 ->
+                let half = ready.Length / 2
+                do! commitSplitting ready[.. half - 1]
+                do! commitSplitting ready[half..]
+            | error ->
                 for claim, _, activity in ready do
                     instruments.EventsFailed.Add(1L, instruments.EventMetricTags claim.Event)
                     use _ = Log.eventScope logger claim.Event
@@ -154,14 +161,45 @@ type Processor
                 do! release [ for claim, _, _ in ready -> claim ]
         }
 
+    /// Commits the prepared fan-outs in batches of at most about `MaxCommitBytes` of requests (an event's
+    /// data is copied into each of its requests), each batch split further if the store throws.
+    let commit (ready: (ClaimedEvent * ProcessedEvent * Activity)[]) =
+        task {
+            let weight (_, processed: ProcessedEvent, _) =
+                processed.Requests
+                |> List.sumBy (fun request -> int64 request.EventData.Json.Length + 512L)
+
+            let chunks = ResizeArray<ResizeArray<_>>()
+            let mutable bytes = 0L
+
+            for item in ready do
+                let size = weight item
+
+                if
+                    chunks.Count = 0
+                    || (bytes + size > Processor.MaxCommitBytes && chunks[chunks.Count - 1].Count > 0)
+                then
+                    chunks.Add(ResizeArray())
+                    bytes <- 0L
+
+                chunks[chunks.Count - 1].Add item
+                bytes <- bytes + size
+
+            for chunk in chunks do
+                do! commitSplitting (chunk.ToArray())
+        }
+
+    /// The most a fan-out commit carries, roughly, in bytes of requests: 16 MiB.
+    static member MaxCommitBytes = 16L * 1024L * 1024L
+
     /// Raised after a round created handler requests, so the executor can start at once.
     [<CLIEvent>]
     member _.RequestsCreated = requestsCreated.Publish
 
     /// The fan-out on append of this processor's configuration (see `IAppendFanOut`), while `enabled`
     /// says so; none with a before-process hook, which may change or refuse an event at processing time,
-    /// so such events keep the processor's path. Events fanned out on append are counted as processed
-    /// once their transaction commits (they get no processing span: nothing claims them).
+    /// so such events keep the processor's path. Events fanned out on append are counted as processed,
+    /// with their processing span, once their transaction commits.
     member _.AppendFanOut(enabled: unit -> bool) : IAppendFanOut option =
         match options.BeforeProcess with
         | Some _ -> None
@@ -185,6 +223,12 @@ type Processor
 
                     member _.Committed events =
                         for event, fanOut in events do
+                            // The processing span, as the processor makes it, once the fan-out committed.
+                            let activity = instruments.StartEventSpan event
+
+                            if not (isNull activity) then
+                                activity.Dispose()
+
                             let tags = instruments.EventMetricTags event
                             instruments.EventsProcessed.Add(1L, tags)
                             instruments.ProcessingTime.Record((fanOut.ProcessedAt - event.Timestamp).TotalSeconds, tags)

@@ -452,12 +452,21 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
             do! reader.DisposeAsync()
 
             if written then
-                do! session.SaveChangesAsync cancellationToken
+                let! committed =
+                    task {
+                        try
+                            do! session.SaveChangesAsync cancellationToken
+                            return Ok()
+                        with error ->
+                            // Disposing the session rolls its transaction back, with the fenced write.
+                            do! (transaction :> IHandlerTransaction).DisposeAsync()
+                            return Error(RequestError.CommitFailed(HandlerRequest.storable error.Message))
+                    }
 
-                if ready then
+                if committed.IsOk && ready then
                     wakeups.Signal WorkSignal.RequestsReady
 
-                return Ok()
+                return committed
             else
                 // Disposing the session rolls its transaction back, with the handler's changes.
                 do! (transaction :> IHandlerTransaction).DisposeAsync()

@@ -41,9 +41,79 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
     let simple configuration =
         build configuration ProcessorOptions.Default ExecutorOptions.Default
 
+    /// An engine over a store that refuses every batch holding a poisoned event.
+    let faulty configuration executorOptions =
+        task {
+            let mutable wrapped = None
+
+            let makeFaulty () =
+                task {
+                    let! store = makeStore ()
+                    let faulty = FaultyStore store
+                    wrapped <- Some faulty
+                    return faulty :> IEventStore
+                }
+
+            let! engine =
+                engineWith makeFaulty configuration ProcessorOptions.Default executorOptions ""
+
+            return engine, wrapped.Value
+        }
+
+    let isolation =
+        testList
+            "one bad item"
+            [
+                testCaseTask "a fan-out the store cannot commit fails alone: the events beside it are processed"
+                <| fun () ->
+                    task {
+                        let! engine, store =
+                            faulty (configure [ "thing.happened", "h", succeed, [] ]) ExecutorOptions.Default
+
+                        let! events = Task.WhenAll [ for _ in 1..9 -> engine.Raise("thing.happened", {| |}) ]
+                        store.Poison events[4].Id
+                        let! _ = engine.Processor.ProcessAsync CancellationToken.None
+                        let! requests = engine.RequestsAsync()
+
+                        Expect.equal
+                            (requests |> List.map _.EventId |> Set.ofList)
+                            (events |> Seq.map _.Id |> Seq.filter ((<>) events[4].Id) |> Set.ofSeq)
+                            "the 8 healthy events are fanned out in the same round"
+
+                        let! stats =
+                            engine.Store.StatsAsync(DateTimeOffset.UtcNow.AddYears 1, CancellationToken.None)
+
+                        Expect.equal stats.UnprocessedEvents 1L "the bad one is left for a later round"
+                    }
+
+                testCaseTask "an outcome the store cannot write fails alone: its siblings in the batch are written"
+                <| fun () ->
+                    task {
+                        let! engine, store =
+                            faulty
+                                (configure [ "thing.happened", "h", succeed, [] ])
+                                { ExecutorOptions.Default with
+                                    Workers = 10
+                                }
+
+                        let! events = Task.WhenAll [ for _ in 1..9 -> engine.Raise("thing.happened", {| |}) ]
+                        let! _ = engine.Processor.ProcessAsync CancellationToken.None
+                        store.Poison events[4].Id
+                        do! engine.RoundAsync()
+                        let! requests = engine.RequestsAsync()
+                        let completed = requests |> List.filter HandlerRequest.isTerminal
+                        Expect.equal completed.Length 8 "the 8 healthy outcomes are written"
+
+                        Expect.isFalse
+                            (completed |> List.exists (fun request -> request.EventId = events[4].Id))
+                            "not the bad one"
+                    }
+            ]
+
     testList
         $"Engine on %s{storeName}"
         [
+            isolation
             testList
                 "Processor"
                 [

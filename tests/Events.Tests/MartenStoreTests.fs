@@ -1106,6 +1106,74 @@ let private engineTransactions =
                 Expect.isNone note "a failed attempt's partial work is not committed"
                 Expect.equal request.Errors 1 "the failure is recorded"
             }
+
+            testTask "a handler whose own commit fails has the failure recorded at once, and its sibling completes" {
+                // Both handlers insert the same document id: the second commit violates its key.
+                let sameId = Guid.NewGuid()
+
+                let handler: Handler =
+                    fun context _ ->
+                        match context.Transaction with
+                        | Some(:? MartenHandlerTransaction as transaction) ->
+                            transaction.Session.Insert
+                                {
+                                    Id = sameId
+                                    Text = context.Request.HandlerName.Value
+                                }
+
+                            Task.FromResult HandlerResult.Succeeded
+                        | Some _
+                        | None -> failwith "the Marten store gives handlers a Marten transaction"
+
+                let mutable made = None
+
+                let makeStore () =
+                    task {
+                        let! connectionString = server.Value.CreateDatabaseAsync()
+                        let! store = MartenEventStore.CreateAsync(connectionString, options = quiet)
+                        made <- Some store
+                        return store :> IEventStore
+                    }
+
+                let! (engine: TestSupport.Engine) =
+                    TestSupport.engineWith
+                        makeStore
+                        (TestSupport.configure
+                            [
+                                "thing.happened", "first", handler, []
+                                "thing.happened", "second", handler, []
+                            ])
+                        ProcessorOptions.Default
+                        { ExecutorOptions.Default with
+                            Workers = 1
+                        }
+                        ""
+
+                let store: MartenEventStore = made.Value
+
+                do!
+                    finallyAsync (fun () -> store.DisposeAsync().AsTask()) (fun () ->
+                        task {
+                            let! _ = engine.Raise("thing.happened", {| |})
+                            do! engine.RoundAsync()
+                            let! (requests: HandlerRequest list) = engine.RequestsAsync()
+                            let completed, failed = requests |> List.partition HandlerRequest.isTerminal
+                            Expect.equal completed.Length 1 "one handler's commit went through"
+                            let failed = List.exactlyOne failed
+                            Expect.equal failed.Errors 1 "the other's failed commit is a failed attempt"
+
+                            Expect.stringContains
+                                (failed.LastError |> Option.defaultValue "")
+                                "could not be committed"
+                                "with the commit's error"
+
+                            Expect.isFalse
+                                (match failed.State with
+                                 | RequestState.Running _ -> true
+                                 | _ -> false)
+                                "its claim is released to the backoff, not left to lapse"
+                        })
+            }
         ]
 
 let private transactions =

@@ -109,9 +109,14 @@ let toList (items: IAsyncEnumerable<'item>) : Task<'item list> =
 /// a database fault, injected.
 type FaultyStore(inner: IEventStore) =
     let mutable failNextCommit = false
+    let poisoned = Collections.Concurrent.ConcurrentDictionary<Guid, unit>()
 
     /// Makes the next CommitProcessingAsync throw, as a broken connection would.
     member _.FailNextCommit() = failNextCommit <- true
+
+    /// Makes every fan-out commit and outcome write that holds this event (or a request of it) throw, as
+    /// a row the database refuses would.
+    member _.Poison(eventId: Guid) = poisoned[eventId] <- ()
 
     interface IEventStore with
         member _.AppendAsync(events, cancellationToken) =
@@ -121,7 +126,9 @@ type FaultyStore(inner: IEventStore) =
             inner.ClaimEventsAsync(limit, now, leaseFor, cancellationToken)
 
         member _.CommitProcessingAsync(processed, cancellationToken) =
-            if failNextCommit then
+            if processed |> List.exists (fun item -> poisoned.ContainsKey item.EventId) then
+                Task.FromException<_>(InvalidOperationException "injected: the database refuses a row")
+            elif failNextCommit then
                 failNextCommit <- false
                 Task.FromException<_>(InvalidOperationException "injected: the database went away")
             else
@@ -134,7 +141,13 @@ type FaultyStore(inner: IEventStore) =
             inner.ClaimRequestsAsync(limit, now, leaseFor, cancellationToken)
 
         member _.RecordOutcomesAsync(outcomes, cancellationToken) =
-            inner.RecordOutcomesAsync(outcomes, cancellationToken)
+            if
+                outcomes
+                |> List.exists (fun outcome -> poisoned.ContainsKey outcome.Request.EventId)
+            then
+                Task.FromException<_>(InvalidOperationException "injected: the database refuses a row")
+            else
+                inner.RecordOutcomesAsync(outcomes, cancellationToken)
 
         member _.RenewLeasesAsync(renewals, until, cancellationToken) =
             inner.RenewLeasesAsync(renewals, until, cancellationToken)
