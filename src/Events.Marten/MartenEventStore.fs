@@ -28,10 +28,17 @@ type MartenEventStoreOptions =
         /// How long the listener waits for a notification before it checks that its connection is alive
         /// (a connection dropped without a reset would otherwise wait forever; default 30 s).
         ListenerProbeInterval: TimeSpan
+        /// Leases and claims are judged and set by the database's clock (the default), so that clocks
+        /// that differ between machines cannot hand a live lease to another process; when false, by the
+        /// times the engine passes (its `TimeProvider`: simulated time in tests).
+        DatabaseClock: bool
+        /// The clock the engine's times come from (default the system's): with `DatabaseClock`, a
+        /// renewal's end is turned into a duration from it.
+        Time: TimeProvider
     }
 
     /// Recovers at most 1000 lapsed leases per claim, listens (probing its connection every 30 s),
-    /// reconnects after 1 s doubling to 30 s.
+    /// reconnects after 1 s doubling to 30 s, judges leases by the database's clock.
     static member Default =
         {
             MaxRecoveredPerClaim = 1000
@@ -39,6 +46,8 @@ type MartenEventStoreOptions =
             ReconnectDelay = TimeSpan.FromSeconds 1.0
             MaxReconnectDelay = TimeSpan.FromSeconds 30.0
             ListenerProbeInterval = TimeSpan.FromSeconds 30.0
+            DatabaseClock = true
+            Time = TimeProvider.System
         }
 
 /// A handler's own work in a lightweight Marten session, opened on first use, committed in the same
@@ -88,6 +97,8 @@ module internal Db =
 
     let timestamp (value: DateTimeOffset) =
         parameter NpgsqlDbType.TimestampTz (Documents.utc value)
+
+    let interval (value: TimeSpan) = parameter NpgsqlDbType.Interval value
 
     /// A time as the JSON the documents hold (so SQL writes the same text as the serialiser).
     let jsonTimestamp (value: DateTimeOffset) =
@@ -265,6 +276,9 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
         if options.ListenerProbeInterval <= TimeSpan.Zero then
             invalidArg (nameof options) "ListenerProbeInterval must be positive"
 
+        if isNull (box options.Time) then
+            invalidArg (nameof options) "Time must be a TimeProvider (TimeProvider.System by default)"
+
     let layout = StoreLayout.ofOptions store.Options
     let tables = layout.Tables
     let requestType = typeof<RequestDocument>.FullName
@@ -312,6 +326,13 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                 if not opened then
                     connection.Dispose()
         }
+
+    /// The time a claim judges leases by: the caller's, or none (the database's clock).
+    let clockNow (now: DateTimeOffset) =
+        if options.DatabaseClock then
+            Db.parameter NpgsqlDbType.TimestampTz null
+        else
+            Db.timestamp now
 
     let setAsideEventsSql = Sql.setAsideEvents tables
     let setAsideRequestsSql = Sql.setAsideRequests tables
@@ -727,19 +748,13 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                 if limit = 0 then
                     return []
                 else
-                    let until = Backoff.addSaturating now leaseFor
                     use! connection = openConnection cancellationToken
 
                     use command =
                         Db.command
                             connection
                             claimEventsSql
-                            [
-                                Db.timestamp now
-                                Db.timestamp until
-                                Db.parameter NpgsqlDbType.Integer limit
-                                Db.jsonTimestamp until
-                            ]
+                            [ clockNow now; Db.interval leaseFor; Db.parameter NpgsqlDbType.Integer limit ]
 
                     let! rows =
                         task {
@@ -869,15 +884,13 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
             StoreArguments.checkClaim limit leaseFor
 
             task {
-                let until = Backoff.addSaturating now leaseFor
                 use! connection = openConnection cancellationToken
                 use batch = new NpgsqlBatch(connection)
 
                 Db.batchCommand
                     recoverRequestsSql
                     [
-                        Db.timestamp now
-                        Db.jsonTimestamp now
+                        clockNow now
                         Db.parameter NpgsqlDbType.Integer options.MaxRecoveredPerClaim
                         Db.parameter NpgsqlDbType.Text HandlerRequest.LeaseExpiredError
                     ]
@@ -885,12 +898,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
 
                 Db.batchCommand
                     claimRequestsSql
-                    [
-                        Db.timestamp now
-                        Db.timestamp until
-                        Db.jsonTimestamp until
-                        Db.parameter NpgsqlDbType.Integer limit
-                    ]
+                    [ clockNow now; Db.interval leaseFor; Db.parameter NpgsqlDbType.Integer limit ]
                 |> batch.BatchCommands.Add
 
                 let! recovered, claimed =
@@ -973,8 +981,11 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                             [
                                 Db.array NpgsqlDbType.Uuid (renewals |> Seq.map fst |> Array.ofSeq)
                                 Db.array NpgsqlDbType.Uuid (renewals |> Seq.map snd |> Array.ofSeq)
-                                Db.timestamp until
-                                Db.jsonTimestamp until
+                                if options.DatabaseClock then
+                                    Db.parameter NpgsqlDbType.TimestampTz null
+                                else
+                                    Db.timestamp until
+                                Db.interval (max TimeSpan.Zero (until - options.Time.GetUtcNow()))
                             ]
 
                     use! reader = command.ExecuteReaderAsync cancellationToken

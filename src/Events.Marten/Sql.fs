@@ -118,23 +118,28 @@ module internal Sql =
         "data, handler_name, event_name, event_timestamp, priority, errors, max_errors, backoff_until, "
         + "completed_at, canceled_at, lease_until, claim_token"
 
-    /// Claims up to $3 unprocessed events whose claim is absent or lapsed at $1, oldest first, each with
-    /// a fresh token, until $2 ($4: $2 as JSON). Returns the claimed documents.
+    /// The time leases are judged by: the caller's $1, or the database's clock when $1 is null.
+    [<Literal>]
+    let private Now = "COALESCE($1::timestamptz, clock_timestamp())"
+
+    /// Claims up to $3 unprocessed events whose claim is absent or lapsed at `Now`, oldest first, each
+    /// with a fresh token, for $2 (an interval). Returns (id, document) of the claimed ones.
     let claimEvents (tables: Tables) =
         $"""
-WITH picked AS MATERIALIZED (
+WITH clock AS MATERIALIZED (SELECT %s{Now} AS now),
+picked AS MATERIALIZED (
     SELECT id, gen_random_uuid() AS token
     FROM %s{tables.Events}
-    WHERE %s{Predicates.Unprocessed} AND (claim_until IS NULL OR claim_until <= $1)
+    WHERE %s{Predicates.Unprocessed} AND (claim_until IS NULL OR claim_until <= (SELECT now FROM clock))
     ORDER BY event_timestamp, id
     LIMIT $3
     FOR UPDATE SKIP LOCKED)
 UPDATE %s{tables.Events} AS e
 SET claim_token = picked.token,
-    claim_until = $2,
-    data = e.data || jsonb_build_object('claimToken', picked.token, 'claimUntil', $4::jsonb),
+    claim_until = clock.now + $2::interval,
+    data = e.data || jsonb_build_object('claimToken', picked.token, 'claimUntil', to_jsonb(clock.now + $2::interval)),
     mt_last_modified = transaction_timestamp()
-FROM picked
+FROM picked, clock
 WHERE e.id = picked.id
 RETURNING e.id, e.data::text"""
 
@@ -194,54 +199,57 @@ LEFT JOIN marked ON marked.ord = input.ord
 LEFT JOIN %s{tables.Events} AS stored ON stored.id = input.id
 ORDER BY input.ord"""
 
-    /// Recovers up to $3 requests whose lease lapsed by $1 ($2: $1 as JSON), the core's `ExpireLease`:
-    /// one more error, the last attempt at $1 with `LeaseExpiredError` ($4), and runnable at once
-    /// (backoff until $1) below max errors, else dead. Returns the recovered documents.
+    /// Recovers up to $2 requests whose lease lapsed by `Now`, the core's `ExpireLease`: one more
+    /// error, the last attempt at `Now` with `LeaseExpiredError` ($3), and runnable at once
+    /// (backoff until `Now`) below max errors, else dead. Returns (id, document) of the recovered ones.
     let recoverRequests (tables: Tables) =
         $"""
-WITH expired AS MATERIALIZED (
+WITH clock AS MATERIALIZED (SELECT %s{Now} AS now),
+expired AS MATERIALIZED (
     SELECT id
     FROM %s{tables.Requests}
-    WHERE %s{Predicates.Running} AND lease_until <= $1
+    WHERE %s{Predicates.Running} AND lease_until <= (SELECT now FROM clock)
     ORDER BY lease_until, id
-    LIMIT $3
+    LIMIT $2
     FOR UPDATE SKIP LOCKED)
 UPDATE %s{tables.Requests} AS r
 SET errors = r.errors + 1,
-    backoff_until = CASE WHEN r.errors + 1 < r.max_errors THEN $1 END,
+    backoff_until = CASE WHEN r.errors + 1 < r.max_errors THEN clock.now END,
     lease_until = NULL,
     claim_token = NULL,
     data = r.data || jsonb_build_object(
         'errors', r.errors + 1,
-        'lastAttemptAt', $2::jsonb,
-        'lastError', $4::text,
-        'backoffUntil', CASE WHEN r.errors + 1 < r.max_errors THEN $2::jsonb END,
+        'lastAttemptAt', to_jsonb(clock.now),
+        'lastError', $3::text,
+        'backoffUntil', CASE WHEN r.errors + 1 < r.max_errors THEN to_jsonb(clock.now) END,
         'leaseUntil', NULL,
         'claimToken', NULL),
     mt_last_modified = transaction_timestamp()
-FROM expired
+FROM expired, clock
 WHERE r.id = expired.id
 RETURNING r.id, r.data::text"""
 
-    /// Claims up to $4 requests runnable at $1 in the core's run order, each with a fresh token, until $2
-    /// ($3: $2 as JSON); the backoff they waited out is cleared, as the core's `Claim` does. Returns the
-    /// claimed documents.
+    /// Claims up to $3 requests runnable at `Now` in the core's run order, each with a fresh token, for
+    /// $2 (an interval); the backoff they waited out is cleared, as the core's `Claim` does.
+    /// Returns (id, document) of the claimed ones.
     let claimRequests (tables: Tables) =
         $"""
-WITH picked AS MATERIALIZED (
+WITH clock AS MATERIALIZED (SELECT %s{Now} AS now),
+picked AS MATERIALIZED (
     SELECT id, gen_random_uuid() AS token
     FROM %s{tables.Requests}
-    WHERE %s{Predicates.runnableAt "$1"}
+    WHERE %s{Predicates.runnableAt "(SELECT now FROM clock)"}
     ORDER BY priority, event_timestamp, id
-    LIMIT $4
+    LIMIT $3
     FOR UPDATE SKIP LOCKED)
 UPDATE %s{tables.Requests} AS r
-SET lease_until = $2,
+SET lease_until = clock.now + $2::interval,
     claim_token = picked.token,
     backoff_until = NULL,
-    data = r.data || jsonb_build_object('leaseUntil', $3::jsonb, 'claimToken', picked.token, 'backoffUntil', NULL),
+    data = r.data || jsonb_build_object(
+        'leaseUntil', to_jsonb(clock.now + $2::interval), 'claimToken', picked.token, 'backoffUntil', NULL),
     mt_last_modified = transaction_timestamp()
-FROM picked
+FROM picked, clock
 WHERE r.id = picked.id
 RETURNING r.id, r.data::text"""
 
@@ -299,8 +307,9 @@ LEFT JOIN %s{tables.Requests} AS stored ON stored.id = input.id
 ORDER BY input.ord"""
 
     /// Renews leases in one statement, the core's `Renew` for each ($1 request ids, $2 their attempts'
-    /// tokens) until $3 ($4: $3 as JSON). A lease is renewed only while its stored token is the
-    /// attempt's, and only ever grows: one already ending at or after $3 keeps its end. The column and
+    /// tokens) until $3, or, when $3 is null, for $4 (an interval) from the database's clock. A lease is
+    /// renewed only while its stored token is the attempt's, and only ever grows: one already ending at or
+    /// after the new end keeps its end. The column and
     /// the document's `leaseUntil` are written together. The rows are locked in id order, as
     /// `recordOutcomes` locks them. Returns one row per item, in input order: whether the attempt
     /// still held its claim (renewed, or already renewed as far), and the stored state's shape before
@@ -315,13 +324,14 @@ held AS MATERIALIZED (
     JOIN (SELECT DISTINCT id, token FROM input) AS i ON r.id = i.id AND r.claim_token = i.token
     ORDER BY r.id
     FOR UPDATE OF r),
+clock AS MATERIALIZED (SELECT COALESCE($3::timestamptz, clock_timestamp() + $4::interval) AS until),
 renewed AS (
     UPDATE %s{tables.Requests} AS r
-    SET lease_until = $3,
-        data = r.data || jsonb_build_object('leaseUntil', $4::jsonb),
+    SET lease_until = clock.until,
+        data = r.data || jsonb_build_object('leaseUntil', to_jsonb(clock.until)),
         mt_last_modified = transaction_timestamp()
-    FROM held
-    WHERE r.id = held.id AND r.lease_until < $3)
+    FROM held, clock
+    WHERE r.id = held.id AND r.lease_until < clock.until)
 -- A data-modifying WITH runs to completion even though nothing reads it.
 SELECT held.id IS NOT NULL,
        CASE

@@ -16,6 +16,13 @@ let private marten () =
         return store :> Events.Core.IEventStore
     }
 
+/// Makes a Marten store judging leases by the database's clock, for suites in real time.
+let private martenOnDatabaseClock () =
+    task {
+        let! store = MartenStoreTests.freshStoreOnDatabaseClock ()
+        return store :> Events.Core.IEventStore
+    }
+
 /// The store contract works PostgreSQL less hard than memory: each model case makes a database.
 let private martenContract =
     { StoreContractTests.defaultConfig with
@@ -45,7 +52,7 @@ let all =
             MartenStoreTests.tests
             StoreContractTests.storeContractWith martenContract "Store contract on marten" marten
             EngineTests.engineSuite "marten" marten
-            SchedulerTests.schedulerSuite "marten" marten
+            SchedulerTests.schedulerSuite "marten" martenOnDatabaseClock
             TelemetryTests.telemetrySuite "marten" marten
             MultiProcessTests.tests
         ]

@@ -24,10 +24,12 @@ let private server = ThrowawayPostgresTests.server
 
 let private none = CancellationToken.None
 
-/// Options of a store that does not listen (most tests do not need the listener's connection).
+/// Options of a store that does not listen (most tests do not need the listener's connection), and
+/// judges leases by the times the test passes (simulated time), not the database's clock.
 let private quiet =
     { MartenEventStoreOptions.Default with
         ListenForWork = false
+        DatabaseClock = false
     }
 
 /// Runs a body, then an async cleanup whatever happened, then rethrows the body's failure.
@@ -821,6 +823,62 @@ let private requests =
                             let! stats = (port store).StatsAsync(at 40.0, none)
                             Expect.equal stats.DeadRequests 1L "one request is dead"
                         })
+            }
+
+            testTask
+                "leases are judged by the database's clock: a process whose clock is 60 s ahead cannot take a live lease" {
+                let! connectionString = server.Value.CreateDatabaseAsync()
+
+                let onDatabaseClock = { quiet with DatabaseClock = true }
+
+                let! (a: MartenEventStore) =
+                    MartenEventStore.CreateAsync(connectionString, options = onDatabaseClock)
+
+                let! (b: MartenEventStore) =
+                    MartenEventStore.CreateAsync(connectionString, options = onDatabaseClock)
+
+                let! (local: MartenEventStore) =
+                    MartenEventStore.CreateAsync(connectionString, options = quiet)
+
+                do!
+                    finallyAsync
+                        (fun () ->
+                            task {
+                                do! a.DisposeAsync()
+                                do! b.DisposeAsync()
+                                do! local.DisposeAsync()
+                            })
+                        (fun () ->
+                            task {
+                                let! _ =
+                                    appendAndProcess (port a) [ applicationEvent 1.0 "skewed" ] [ "h", settings 5 50 ]
+
+                                let leaseFor = TimeSpan.FromSeconds 30.0
+                                let! held = (port a).ClaimRequestsAsync(1, DateTimeOffset.UtcNow, leaseFor, none)
+                                let request = List.exactlyOne held.Claimed
+                                let ahead = DateTimeOffset.UtcNow.AddSeconds 60.0
+                                let! skewed = (port b).ClaimRequestsAsync(10, ahead, leaseFor, none)
+                                Expect.isEmpty skewed.Recovered "the clock ahead does not see the live lease as lapsed"
+                                Expect.isEmpty skewed.Claimed "nor claims the request"
+                                let token = (HandlerRequest.lease request).Value.Token
+
+                                let! renewed =
+                                    (port a)
+                                        .RenewLeasesAsync(
+                                            [ request.Id, token ],
+                                            DateTimeOffset.UtcNow + leaseFor,
+                                            none
+                                        )
+
+                                Expect.equal renewed [ Ok() ] "the holder renews by the database's clock"
+                                // A store judging by the caller's time shows what the skew did before.
+                                let! taken = (port local).ClaimRequestsAsync(10, ahead, leaseFor, none)
+
+                                Expect.equal
+                                    (taken.Recovered |> List.map _.Id)
+                                    [ request.Id ]
+                                    "judged by a clock 60 s ahead, the live lease looks lapsed"
+                            })
             }
 
             testTask "a concurrent mob of claimers never holds one request twice" {
@@ -2166,6 +2224,14 @@ let freshStore () : Task<MartenEventStore> =
     task {
         let! connectionString = server.Value.CreateDatabaseAsync()
         return! MartenEventStore.CreateAsync(connectionString, options = quiet)
+    }
+
+/// As `freshStore`, judging leases by the database's clock (the default), for suites in real time.
+let freshStoreOnDatabaseClock () : Task<MartenEventStore> =
+    task {
+        let! connectionString = server.Value.CreateDatabaseAsync()
+
+        return! MartenEventStore.CreateAsync(connectionString, options = { quiet with DatabaseClock = true })
     }
 
 /// The Marten store's tests.
