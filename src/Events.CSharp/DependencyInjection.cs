@@ -223,15 +223,36 @@ internal sealed class ConfigureEvents(Action<IServiceProvider, EventsOptions> co
     public void Apply(IServiceProvider provider, EventsOptions options) => configure(provider, options);
 }
 
-/// <summary>Starts the runtime with the host and shuts it down when the host stops.</summary>
+/// <summary>
+/// Starts the runtime with the host and shuts it down when the host stops. When the store cannot be
+/// prepared because its database cannot be reached (PostgreSQL down at start, say), the host starts
+/// anyway: the runtime starts in the background once the store can be prepared, retrying with a backoff
+/// from 1 s to 30 s and logging each failed try at warning. Any other failure fails the start.
+/// </summary>
 internal sealed class EventsHostedService(EventsRuntime runtime, ILoggerFactory? loggerFactory = null) : IHostedService
 {
+    private static readonly TimeSpan FirstRetry = TimeSpan.FromSeconds(1);
+    private static readonly TimeSpan LastRetry = TimeSpan.FromSeconds(30);
+
     private readonly ILogger logger =
         (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger(EventsRuntime.LoggerCategory);
 
+    private readonly CancellationTokenSource stopping = new();
+    private Task retrying = Task.CompletedTask;
+
     public async Task StartAsync(CancellationToken cancellationToken)
     {
-        await runtime.Store.PrepareAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await runtime.Store.PrepareAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception error) when (IsUnreachable(error) && !cancellationToken.IsCancellationRequested)
+        {
+            Warn(error, FirstRetry);
+            retrying = Task.Run(() => RetryAsync(stopping.Token), CancellationToken.None);
+            return;
+        }
+
         runtime.Start();
         logger.LogInformation("events started on the {Store} store", runtime.Store);
     }
@@ -239,6 +260,8 @@ internal sealed class EventsHostedService(EventsRuntime runtime, ILoggerFactory?
     /// <summary>The host's stopping token is the shutdown deadline: when it fires, running handlers are canceled.</summary>
     public async Task StopAsync(CancellationToken cancellationToken)
     {
+        await stopping.CancelAsync().ConfigureAwait(false);
+        await retrying.ConfigureAwait(false);
         if (runtime.Status is RuntimeStatus.Running or RuntimeStatus.Paused)
         {
             logger.LogInformation("events shutting down");
@@ -246,4 +269,52 @@ internal sealed class EventsHostedService(EventsRuntime runtime, ILoggerFactory?
             logger.LogInformation("events shut down");
         }
     }
+
+    private async Task RetryAsync(CancellationToken cancellationToken)
+    {
+        var delay = FirstRetry;
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            try
+            {
+                await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
+                await runtime.Store.PrepareAsync(cancellationToken).ConfigureAwait(false);
+                runtime.Start();
+                logger.LogInformation("events started on the {Store} store, which can be reached now", runtime.Store);
+                return;
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception error) when (IsUnreachable(error))
+            {
+                delay = delay * 2 < LastRetry ? delay * 2 : LastRetry;
+                Warn(error, delay);
+            }
+            catch (Exception error)
+            {
+                logger.LogCritical(error, "events could not start on the {Store} store: {Message}", runtime.Store, error.Message);
+                return;
+            }
+        }
+    }
+
+    private void Warn(Exception error, TimeSpan delay) =>
+        logger.LogWarning(
+            error,
+            "events cannot start yet: the {Store} store cannot be reached ({Message}); the host runs on and events start once it can, next try in {Delay}",
+            runtime.Store,
+            error.Message,
+            delay);
+
+    /// <summary>Whether a failure says the database cannot be reached: a database, network or timeout error.</summary>
+    private static bool IsUnreachable(Exception error) =>
+        error switch
+        {
+            System.Data.Common.DbException or System.Net.Sockets.SocketException or TimeoutException => true,
+            AggregateException aggregate => aggregate.InnerExceptions.Any(IsUnreachable),
+            { InnerException: { } inner } => IsUnreachable(inner),
+            _ => false,
+        };
 }

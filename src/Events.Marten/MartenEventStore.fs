@@ -279,6 +279,22 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
         if isNull (box options.Time) then
             invalidArg (nameof options) "Time must be a TimeProvider (TimeProvider.System by default)"
 
+        // A pool too small to work is refused now, not found by a store that stalls.
+        let poolSize =
+            try
+                use connection = store.Storage.Database.CreateConnection()
+                let settings = NpgsqlConnectionStringBuilder(connection.ConnectionString)
+                if settings.Pooling then Some settings.MaxPoolSize else None
+            with _ ->
+                None
+
+        match poolSize with
+        | Some size when size < MartenEventStore.MinimumPoolSize ->
+            invalidArg
+                (nameof store)
+                $"the connection pool allows %d{size} connection(s) (Maximum Pool Size): the Events store needs at least %d{MartenEventStore.MinimumPoolSize} at once (its listener, a claim and an outcome write); raise Maximum Pool Size"
+        | _ -> ()
+
     let layout = StoreLayout.ofOptions store.Options
     let tables = layout.Tables
     let requestType = typeof<RequestDocument>.FullName
@@ -294,6 +310,25 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
 
     let mutable listener: Task = Task.CompletedTask
     let mutable disposed = 0
+    let mutable schemaReady = false
+    let schemaGate = new SemaphoreSlim(1, 1)
+
+    /// The Events tables, created on first use as Marten creates any document's tables (under the
+    /// document store's AutoCreateSchemaObjects), on every path: with or without the generic host. A
+    /// failure (the database is down) is retried by the next use.
+    let ensureSchema (cancellationToken: CancellationToken) =
+        task {
+            if not (Volatile.Read(&schemaReady)) then
+                do! schemaGate.WaitAsync cancellationToken
+
+                try
+                    if not schemaReady then
+                        do! store.Storage.Database.EnsureStorageExistsAsync(typeof<EventDocument>, cancellationToken)
+                        do! store.Storage.Database.EnsureStorageExistsAsync(typeof<RequestDocument>, cancellationToken)
+                        Volatile.Write(&schemaReady, true)
+                finally
+                    schemaGate.Release() |> ignore
+        }
 
     // The store's own SQL, built once.
     let claimEventsSql = Sql.claimEvents tables
@@ -315,6 +350,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
 
     let openConnection (cancellationToken: CancellationToken) =
         task {
+            do! ensureSchema cancellationToken
             let connection = store.Storage.Database.CreateConnection ConnectionUsage.ReadWrite
             let mutable opened = false
 
@@ -578,6 +614,10 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
             listener <- Task.Run<unit>(fun () -> listen ())
         else
             listening.TrySetResult() |> ignore
+
+    /// The fewest pooled connections the store works with: the listener's, a claim's and an outcome
+    /// write's at once.
+    static member MinimumPoolSize = 3
 
     /// A store over a Marten document store configured with `UseEventsDocuments` (whose schema the
     /// application applies). The document store stays the caller's.

@@ -2215,6 +2215,43 @@ let private schema =
                                 "rows the store inserts carry the type name Marten writes"
                         })
             }
+
+            testTask "a store over a document store whose schema nobody applied creates it on first use" {
+                let! connectionString = server.Value.CreateDatabaseAsync()
+
+                use documentStore =
+                    DocumentStore.For(fun (options: StoreOptions) ->
+                        options.Connection(connectionString: string)
+                        options.UseEventsDocuments() |> ignore)
+
+                use store = new MartenEventStore(documentStore, quiet)
+                // Raw SQL first (the claims), before any Marten session made the tables.
+                let! claim = (port store).ClaimRequestsAsync(10, at 0.0, lease, none)
+                Expect.isEmpty claim.Claimed "no relation-does-not-exist: the tables were made on first use"
+
+                let! _ =
+                    appendAndProcess (port store) [ applicationEvent 0.0 "first" ] [ "h", settings 5 50 ]
+
+                let! claim = (port store).ClaimRequestsAsync(10, at 1.0, lease, none)
+                Expect.equal claim.Claimed.Length 1 "and the store works"
+            }
+
+            testCase "a connection pool too small to work is refused at once, with the setting to change"
+            <| fun () ->
+                use documentStore =
+                    DocumentStore.For(fun (options: StoreOptions) ->
+                        options.Connection("Host=127.0.0.1;Port=1;Username=nobody;Maximum Pool Size=1": string)
+                        options.UseEventsDocuments() |> ignore)
+
+                let message =
+                    try
+                        new MartenEventStore(documentStore, quiet) |> ignore
+                        ""
+                    with :? ArgumentException as error ->
+                        error.Message
+
+                Expect.stringContains message "Maximum Pool Size" "refused, the message naming the setting"
+                Expect.stringContains message "allows 1" "and what it is"
         ]
 
 /// A Marten store over a fresh database of the run's server, for suites that take a store factory
