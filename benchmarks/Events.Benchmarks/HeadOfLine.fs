@@ -40,7 +40,6 @@ let run
     (seconds: float)
     =
     task {
-        let raised = ConcurrentDictionary<Guid, int64>()
         let started = ConcurrentDictionary<Guid, int64>()
         let mutable slowRunning = 0
         let mutable startedBeside = 0
@@ -97,18 +96,13 @@ let run
 
         do! Task.Delay 200
         let count = int (rate * seconds)
-        let gap = TimeSpan.FromSeconds(1.0 / rate)
-        let watch = Stopwatch.StartNew()
 
-        for i, event in List.indexed (events "fast.job" count) do
-            let due = gap * float i
-
-            if watch.Elapsed < due then
-                do! Task.Delay(due - watch.Elapsed)
-
-            let! _ = store.AppendAsync([ event ], CancellationToken.None)
-            raised[event.Id] <- Stopwatch.GetTimestamp()
-            progress label (int64 started.Count) (int64 count)
+        let! raised =
+            commitPaced
+                (events "fast.job" count)
+                rate
+                (fun event -> store.AppendAsync([ event ], CancellationToken.None) :> Task)
+                (fun _ -> progress label (int64 started.Count) (int64 count))
 
         let waited = Stopwatch.StartNew()
 

@@ -265,6 +265,28 @@ let percentile (sorted: float[]) (p: float) =
     else
         sorted[min (sorted.Length - 1) (int (Math.Ceiling(p / 100.0 * float sorted.Length)) - 1 |> max 0)]
 
+/// Commits events one at a time at `rate` per second, paced against the clock so the rate holds whatever
+/// each commit costs; `committed` is told each one's index. Returns when each commit returned
+/// (Stopwatch timestamps, by event id).
+let commitPaced (events: Event list) (rate: float) (commit: Event -> Task) (committed: int -> unit) =
+    task {
+        let stamps = ConcurrentDictionary<Guid, int64>()
+        let gap = TimeSpan.FromSeconds(1.0 / rate)
+        let watch = Stopwatch.StartNew()
+
+        for i, event in List.indexed events do
+            let due = gap * float i
+
+            if watch.Elapsed < due then
+                do! Task.Delay(due - watch.Elapsed)
+
+            do! commit event
+            stamps[event.Id] <- Stopwatch.GetTimestamp()
+            committed i
+
+        return stamps
+    }
+
 /// Appends `count` events one at a time at `rate` per second; returns each request's latency, from
 /// the return of the append that committed its event to its handler's start, in milliseconds, sorted.
 let private paced
@@ -276,20 +298,9 @@ let private paced
     (failed: unit -> exn option)
     =
     task {
-        let committed = ConcurrentDictionary<Guid, int64>()
-        let gap = TimeSpan.FromSeconds(1.0 / rate)
-        let watch = Stopwatch.StartNew()
-
-        for i, event in List.indexed (events "latency.event" count) do
-            // Paced against the clock so the rate holds whatever each append costs.
-            let due = gap * float i
-
-            if watch.Elapsed < due then
-                do! Task.Delay(due - watch.Elapsed)
-
-            do! append event
-            committed[event.Id] <- Stopwatch.GetTimestamp()
-            progress label (int64 i + 1L) (int64 count)
+        let! committed =
+            commitPaced (events "latency.event" count) rate append (fun i ->
+                progress label (int64 i + 1L) (int64 count))
 
         let expected = count * handlerNames.Length
         let deadline = Stopwatch.StartNew()

@@ -123,7 +123,6 @@ let latency (label: string) (connectionString: string) (count: int) (rate: float
         let! (store: MartenEventStore) = MartenEventStore.CreateAsync(connectionString)
 
         try
-            let committed = ConcurrentDictionary<Guid, int64>()
             let started = ConcurrentQueue<struct (Guid * int64)>()
 
             use running =
@@ -133,20 +132,18 @@ let latency (label: string) (connectionString: string) (count: int) (rate: float
                         started.Enqueue(struct (context.Request.EventId, Stopwatch.GetTimestamp()))))
 
             running.Start()
-            let gap = TimeSpan.FromSeconds(1.0 / rate)
-            let watch = Stopwatch.StartNew()
 
-            for i, event in List.indexed (events "web.request" count) do
-                let due = gap * float i
+            let commit (event: Event) =
+                task {
+                    use session = store.DocumentStore.LightweightSession()
+                    session.AppendEvents [ event ] |> ignore
+                    do! session.SaveChangesAsync()
+                }
+                :> Task
 
-                if watch.Elapsed < due then
-                    do! Task.Delay(due - watch.Elapsed)
-
-                use session = store.DocumentStore.LightweightSession()
-                session.AppendEvents [ event ] |> ignore
-                do! session.SaveChangesAsync()
-                committed[event.Id] <- Stopwatch.GetTimestamp()
-                progress label (int64 started.Count) (int64 count * 2L)
+            let! committed =
+                commitPaced (events "web.request" count) rate commit (fun _ ->
+                    progress label (int64 started.Count) (int64 count * 2L))
 
             do! waitUntil label (int64 count * 2L) (fun () -> Task.FromResult(int64 started.Count))
             use deadline = new CancellationTokenSource(TimeSpan.FromSeconds 5.0)

@@ -1317,6 +1317,21 @@ let private transactions =
             }
         ]
 
+/// Saves a session the body filled, with a statement that fails its commit; whether the save failed.
+let private saveFailing (store: MartenEventStore) (body: IDocumentSession -> unit) =
+    task {
+        use session = store.DocumentStore.LightweightSession()
+        body session
+        // Any failing statement fails the whole commit.
+        session.QueueSqlCommand("select 1/0")
+
+        try
+            do! session.SaveChangesAsync()
+            return false
+        with _ ->
+            return true
+    }
+
 let private outbox =
     testList
         "outbox"
@@ -1357,19 +1372,9 @@ let private outbox =
                             let event = applicationEvent 1.0 "never"
 
                             let! failed =
-                                task {
-                                    use session = store.DocumentStore.LightweightSession()
+                                saveFailing store (fun session ->
                                     session.Store { Id = noteId; Text = "lost" }
-                                    session.AppendEvents [ event ] |> ignore
-                                    // Any failing statement fails the whole commit.
-                                    session.QueueSqlCommand("select 1/0")
-
-                                    try
-                                        do! session.SaveChangesAsync()
-                                        return false
-                                    with _ ->
-                                        return true
-                                }
+                                    session.AppendEvents [ event ] |> ignore)
 
                             Expect.isTrue failed "the commit fails"
                             let! found = (port store).FindEventAsync(event.Id, none)
@@ -1412,17 +1417,7 @@ let private outbox =
                             let lost = applicationEvent 1.0 "note.taken"
 
                             let! failed =
-                                task {
-                                    use session = store.DocumentStore.LightweightSession()
-                                    session.AppendEvents [ lost ] |> ignore
-                                    session.QueueSqlCommand("select 1/0")
-
-                                    try
-                                        do! session.SaveChangesAsync()
-                                        return false
-                                    with _ ->
-                                        return true
-                                }
+                                saveFailing store (fun session -> session.AppendEvents [ lost ] |> ignore)
 
                             Expect.isTrue failed "the commit fails"
                             let! found = (port store).FindEventAsync(lost.Id, none)
