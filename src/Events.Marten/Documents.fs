@@ -344,5 +344,19 @@ module internal Documents =
         JsonSerializer.Serialize(value, jsonOptions)
 
     /// A document from JSON text.
+    /// The fields of a request document an outcome can change (its state, errors and last attempt), as
+    /// a JSON object to merge into the stored document: an outcome never sends the event's data again.
+    let outcomePatch (document: RequestDocument) : string =
+        let changed = Collections.Generic.Dictionary<string, obj>()
+        changed["errors"] <- box document.Errors
+        changed["lastAttemptAt"] <- box document.LastAttemptAt
+        changed["lastError"] <- box document.LastError
+        changed["backoffUntil"] <- box document.BackoffUntil
+        changed["completedAt"] <- box document.CompletedAt
+        changed["canceledAt"] <- box document.CanceledAt
+        changed["leaseUntil"] <- box document.LeaseUntil
+        changed["claimToken"] <- box document.ClaimToken
+        JsonSerializer.Serialize(changed, jsonOptions)
+
     let ofJson<'T> (json: string) : 'T =
         JsonSerializer.Deserialize<'T>(json, jsonOptions)

@@ -153,12 +153,14 @@ module internal Db =
         }
 
     /// The columns a request write sets, for one request, as arrays (one element per request).
-    let requestArrays (documents: RequestDocument list) : NpgsqlParameter list =
+    /// The columns of request writes as arrays; `json` gives each row's JSON (its whole document for an
+    /// insert, its changed fields for an outcome).
+    let requestArraysWith (json: RequestDocument -> string) (documents: RequestDocument list) : NpgsqlParameter list =
         let column f = documents |> Seq.map f |> Array.ofSeq
 
         [
             array NpgsqlDbType.Uuid (column _.Id)
-            array NpgsqlDbType.Text (column Documents.toJson)
+            array NpgsqlDbType.Text (column json)
             array NpgsqlDbType.Text (column _.HandlerName)
             array NpgsqlDbType.Text (column _.EventName)
             array NpgsqlDbType.TimestampTz (column _.EventTimestamp)
@@ -171,6 +173,14 @@ module internal Db =
             array NpgsqlDbType.TimestampTz (column _.LeaseUntil)
             array NpgsqlDbType.Uuid (column _.ClaimToken)
         ]
+
+    /// The columns of request inserts, whole documents, as arrays.
+    let requestArrays (documents: RequestDocument list) =
+        requestArraysWith Documents.toJson documents
+
+    /// The columns of outcome writes, only the changed fields of each document, as arrays.
+    let outcomeArrays (documents: RequestDocument list) =
+        requestArraysWith Documents.outcomePatch documents
 
     /// The columns a request write sets, for one request, as scalars.
     let requestValues (document: RequestDocument) : NpgsqlParameter list =
@@ -498,7 +508,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
 
             let parameters =
                 Db.array NpgsqlDbType.Uuid [| outcome.Token |]
-                :: Db.requestArrays [ Documents.ofRequest outcome.Request ]
+                :: Db.outcomeArrays [ Documents.ofRequest outcome.Request ]
 
             use command = Db.command session.Connection recordOutcomesSql parameters
             let! reader = command.ExecuteReaderAsync cancellationToken
@@ -539,7 +549,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
 
                 let parameters =
                     Db.array NpgsqlDbType.Uuid (outcomes |> Seq.map _.Token |> Array.ofSeq)
-                    :: Db.requestArrays (outcomes |> List.map (fun outcome -> Documents.ofRequest outcome.Request))
+                    :: Db.outcomeArrays (outcomes |> List.map (fun outcome -> Documents.ofRequest outcome.Request))
 
                 use command = Db.command connection recordOutcomesSql parameters
                 use! reader = command.ExecuteReaderAsync cancellationToken

@@ -254,7 +254,8 @@ WHERE r.id = picked.id
 RETURNING r.id, r.data::text"""
 
     /// Writes outcomes in one statement: $1 the fencing tokens, then the request columns ($2 ids, $3
-    /// documents ... $14 claim tokens). A row is written only while its stored token is the outcome's.
+    /// the changed fields of each document, merged into it ... $14 claim tokens). A row is written only
+    /// while its stored token is the outcome's.
     /// The rows are locked in id order first, as `renewLeases` locks them, so that an outcome batch and
     /// a lease renewal of the same executor, over the same running requests, never deadlock.
     /// Returns one row per outcome, in input order: whether it was written, and the stored state's
@@ -275,7 +276,7 @@ locked AS MATERIALIZED (
     FOR UPDATE OF r),
 written AS (
     UPDATE %s{tables.Requests} AS r
-    SET data = input.doc::jsonb,
+    SET data = r.data || input.doc::jsonb,
         handler_name = input.handler_name,
         event_name = input.event_name,
         event_timestamp = input.event_timestamp,
