@@ -79,7 +79,7 @@ public static class EventsMarten
         {
             ArgumentNullException.ThrowIfNull(documentStore);
             var store = new MartenEventStore(documentStore, null);
-            return new EventStore(store, "Marten (PostgreSQL)", store.EnsureStorageAsync);
+            return new EventStore(store, new MartenAdminStore(store), "Marten (PostgreSQL)", store.EnsureStorageAsync);
         }
 
         /// <summary>
@@ -110,7 +110,8 @@ public static class EventsMarten
             try
             {
                 await documents.Storage.Database.ApplyAllConfiguredChangesToDatabaseAsync(null, null, cancellationToken).ConfigureAwait(false);
-                return new EventStore(new MartenEventStore(documents, null), "Marten (PostgreSQL)", owned: documents);
+                var store = new MartenEventStore(documents, null);
+                return new EventStore(store, new MartenAdminStore(store), "Marten (PostgreSQL)", owned: documents);
             }
             catch
             {

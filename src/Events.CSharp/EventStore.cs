@@ -15,11 +15,13 @@ public sealed class EventStore : IAsyncDisposable
 
     internal EventStore(
         IEventStore port,
+        IAdminStore admin,
         string description,
         Func<CancellationToken, Task>? prepare = null,
         IAsyncDisposable? owned = null)
     {
         Port = port;
+        Admin = admin;
         Description = description;
         this.prepare = prepare ?? (_ => Task.CompletedTask);
         this.owned = owned;
@@ -27,12 +29,18 @@ public sealed class EventStore : IAsyncDisposable
 
     internal IEventStore Port { get; }
 
+    internal IAdminStore Admin { get; }
+
     /// <summary>What kind of store this is, for logs.</summary>
     public string Description { get; }
 
     /// <summary>A new, empty in-memory store: everything lives as long as the process.</summary>
     /// <returns>The store.</returns>
-    public static EventStore InMemory() => new(new InMemoryStore(null), "in-memory");
+    public static EventStore InMemory()
+    {
+        var store = new InMemoryStore(null);
+        return new(store, store, "in-memory");
+    }
 
     /// <summary>Makes sure the store can be used (the Marten store: its tables exist, as Marten's policy allows).</summary>
     internal Task PrepareAsync(CancellationToken cancellationToken) => prepare(cancellationToken);

@@ -46,6 +46,7 @@ public enum RuntimeStatus
 public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposable, IDisposable
 {
     private readonly IEventStore store;
+    private readonly IAdminStore admin;
     private readonly Scheduler scheduler;
     private readonly TimeProvider time;
     private readonly CoreEventFactory factory;
@@ -58,6 +59,7 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
         handlerClasses = new Dictionary<(string Event, string Handler), Type>(options.HandlerClasses);
         services = options.Services;
         this.store = store.Port;
+        admin = store.Admin;
         this.scheduler = scheduler;
         this.time = time;
         factory = new CoreEventFactory(time);
@@ -274,7 +276,7 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
         CancellationToken cancellationToken = default)
     {
         var filter = (query ?? new DeadRequestQuery()) with { Limit = 0, Offset = 0 };
-        var page = await store.DeadRequestsAsync(ToCore(filter), cancellationToken).ConfigureAwait(false);
+        var page = await admin.DeadRequestsAsync(ToCore(filter), cancellationToken).ConfigureAwait(false);
         return page.Total;
     }
 
@@ -283,7 +285,7 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
         DeadRequestQuery? query = null,
         CancellationToken cancellationToken = default)
     {
-        var page = await store.DeadRequestsAsync(ToCore(query ?? new DeadRequestQuery()), cancellationToken)
+        var page = await admin.DeadRequestsAsync(ToCore(query ?? new DeadRequestQuery()), cancellationToken)
             .ConfigureAwait(false);
         return new DeadRequestPage(page.Total, [.. page.Requests.Select(r => new HandlerRequest(r))]);
     }
@@ -291,7 +293,7 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
     /// <inheritdoc/>
     public async Task<DeadRequestNames> GetDeadRequestNamesAsync(CancellationToken cancellationToken = default)
     {
-        var names = await store.DeadRequestNamesAsync(cancellationToken).ConfigureAwait(false);
+        var names = await admin.DeadRequestNamesAsync(cancellationToken).ConfigureAwait(false);
         return new DeadRequestNames(
             [.. names.Item1.Select(name => name.Value)],
             [.. names.Item2.Select(name => name.Value)]);
@@ -299,11 +301,11 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
 
     /// <inheritdoc/>
     public Task<HandlerRequest> ReExecuteAsync(Guid requestId, CancellationToken cancellationToken = default) =>
-        UpdateAsync(requestId, RequestCommand.ReExecute, cancellationToken);
+        UpdateAsync(global::Events.Core.Administration.reExecuteAsync(admin, requestId, cancellationToken));
 
     /// <inheritdoc/>
     public Task<HandlerRequest> CancelAsync(Guid requestId, CancellationToken cancellationToken = default) =>
-        UpdateAsync(requestId, RequestCommand.NewCancel(time.GetUtcNow()), cancellationToken);
+        UpdateAsync(global::Events.Core.Administration.cancelAsync(admin, requestId, time.GetUtcNow(), cancellationToken));
 
     /// <inheritdoc/>
     public async Task<Event?> FindEventAsync(Guid eventId, CancellationToken cancellationToken = default)
@@ -350,14 +352,9 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
     /// </summary>
     public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
 
-    private async Task<HandlerRequest> UpdateAsync(
-        Guid requestId,
-        RequestCommand command,
-        CancellationToken cancellationToken)
+    private static async Task<HandlerRequest> UpdateAsync(Task<FSharpResult<CoreRequest, AdminError>> update)
     {
-        var transition = FuncConvert.FromFunc<CoreRequest, FSharpResult<CoreRequest, RequestError>>(
-            request => CoreRequestModule.transition(BackoffPolicy.Default, command, request));
-        var updated = await store.UpdateRequestAsync(requestId, transition, cancellationToken).ConfigureAwait(false);
+        var updated = await update.ConfigureAwait(false);
         if (updated.IsOk)
         {
             return new HandlerRequest(updated.ResultValue);

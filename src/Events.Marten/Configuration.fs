@@ -56,6 +56,7 @@ type MartenConfiguration =
         duplicate "LeaseUntil" "timestamp with time zone" Sql.Columns.LeaseUntil false
         duplicate "ClaimToken" "uuid" Sql.Columns.ClaimToken false
         MartenConfiguration.AddIndexes mapping Sql.Indexes.requests
+        MartenConfiguration.AddIndexes mapping AdminSql.Indexes.requests
 
     /// Registers the Events documents (events and handler requests, with their duplicated columns and
     /// partial indexes) and the listener that appends the events raised by saved `IRaiseEvents`

@@ -35,8 +35,10 @@ let all =
             ConfigurationTests.tests
             HandlerRequestTests.tests
             AttemptTests.tests
+            TriageTests.tests
             EngineOptionsTests.tests
             InMemoryStoreTests.tests
+            AdminStoreContractTests.adminContract "Admin contract on memory" inMemory
             EngineTests.engineSuite "memory" inMemory
             SchedulerTests.statusMachine
             SchedulerTests.schedulerSuite "memory" inMemory
@@ -44,6 +46,7 @@ let all =
             ThrowawayPostgresTests.tests
             MartenStoreTests.tests
             StoreContractTests.storeContractWith martenContract "Store contract on marten" marten
+            AdminStoreContractTests.adminContract "Admin contract on marten" marten
             EngineTests.engineSuite "marten" marten
             SchedulerTests.schedulerSuite "marten" marten
             TelemetryTests.telemetrySuite "marten" marten
