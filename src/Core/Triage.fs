@@ -69,7 +69,7 @@ module ErrorFingerprint =
         )
 
     // "   at Namespace.Type.Method(args) in file:line 12"
-    let private frame = Regex(@"^\s*at\s+([^\(\s]+)", RegexOptions.Compiled)
+    let private frame = Regex(@"^\s+at\s+([^\(\s]+)", RegexOptions.Compiled)
 
     let private frameworkPrefixes =
         [
@@ -130,8 +130,10 @@ module ErrorFingerprint =
 
         let lines = body.Replace("\r\n", "\n").Split '\n'
 
+        // Stack lines come after the message, indented ("   at Type.Method(...)").
         let frames =
             lines
+            |> Seq.skip 1
             |> Seq.choose (fun line ->
                 let found = frame.Match line
                 if found.Success then Some found.Groups[1].Value else None)

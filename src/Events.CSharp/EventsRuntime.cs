@@ -331,6 +331,109 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
         }
     }
 
+    /// <inheritdoc/>
+    public async Task<RequestPage> QueryRequestsAsync(
+        RequestFilter? filter = null,
+        string? after = null,
+        int limit = 100,
+        CancellationToken cancellationToken = default)
+    {
+        var page = await Administration.queryAsync(
+                admin, filter.ToCore(), time.GetUtcNow(), OperationsInterop.ToCursor(after, nameof(after)), limit, cancellationToken)
+            .ConfigureAwait(false);
+        var next = page.Next.ToNullableReference() is { } cursor ? RequestCursorModule.format(cursor) : null;
+        return new RequestPage([.. page.Requests.Select(r => new HandlerRequest(r))], next);
+    }
+
+    /// <inheritdoc/>
+    public Task<long> CountRequestsAsync(RequestFilter? filter = null, CancellationToken cancellationToken = default) =>
+        admin.CountRequestsAsync(filter.ToCore(), time.GetUtcNow(), cancellationToken);
+
+    /// <inheritdoc/>
+    public async Task<IReadOnlyList<HandlerStatusCount>> GetCountsByHandlerAsync(CancellationToken cancellationToken = default)
+    {
+        var counts = await admin.CountByHandlerAsync(time.GetUtcNow(), cancellationToken).ConfigureAwait(false);
+        return [.. counts.Select(c => new HandlerStatusCount(c.HandlerName.Value, c.Status.ToFacade(), c.Count))];
+    }
+
+    /// <inheritdoc/>
+    public async Task<EventDetails?> GetEventDetailsAsync(Guid eventId, CancellationToken cancellationToken = default)
+    {
+        var found = await Administration.eventDetailsAsync(admin, eventId, time.GetUtcNow(), cancellationToken)
+            .ConfigureAwait(false);
+        return found.ToNullableReference() is { } details
+            ? new EventDetails(
+                new Event(details.Event),
+                [.. details.Requests.Select(pair => new RequestWithStatus(new HandlerRequest(pair.Item1), pair.Item2.ToFacade()))],
+                details.FullyHandled)
+            : null;
+    }
+
+    /// <inheritdoc/>
+    public async Task<IReadOnlyList<TriageGroup>> TriageAsync(
+        RequestFilter? filter = null,
+        CancellationToken cancellationToken = default)
+    {
+        var groups = await Administration.triageAsync(admin, filter.ToCore(), time.GetUtcNow(), cancellationToken)
+            .ConfigureAwait(false);
+        return [.. groups.Select(group => new TriageGroup(group))];
+    }
+
+    /// <inheritdoc/>
+    public async Task<BulkResult> BulkAsync(
+        BulkCommand command,
+        BulkRequest request,
+        IProgress<BulkResult>? progress = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        var report = FuncConvert.FromAction<BulkProgress>(p => progress?.Report(new BulkResult(p)));
+        var result = await Administration.bulkAsync(
+                admin, request.ToSelection(), command.ToCore(), time.GetUtcNow(), request.ToOptions(), report, cancellationToken)
+            .ConfigureAwait(false);
+        return new BulkResult(result);
+    }
+
+    /// <inheritdoc/>
+    public async Task<CanaryResult> CanaryRedriveAsync(
+        BulkRequest request,
+        int canaries,
+        TimeSpan wait,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        var now = FuncConvert.FromFunc(() => time.GetUtcNow());
+        var delay = FuncConvert.FromFunc<TimeSpan, CancellationToken, Task>((span, token) => Task.Delay(span, time, token));
+        var outcome = await Administration.canaryAsync(
+                admin,
+                request.ToSelection(),
+                canaries,
+                wait,
+                TimeSpan.FromMilliseconds(200),
+                now,
+                delay,
+                request.ToOptions(),
+                FuncConvert.FromAction<BulkProgress>(_ => { }),
+                cancellationToken)
+            .ConfigureAwait(false);
+        return outcome switch
+        {
+            global::Events.Core.CanaryOutcome.Succeeded s =>
+                new CanaryResult(CanaryOutcome.Succeeded, await FindAllAsync(s.canaries).ConfigureAwait(false), new BulkResult(s.rest)),
+            global::Events.Core.CanaryOutcome.Failed f =>
+                new CanaryResult(CanaryOutcome.Failed, [.. f.canaries.Select(r => new HandlerRequest(r))], null),
+            global::Events.Core.CanaryOutcome.Undecided u =>
+                new CanaryResult(CanaryOutcome.Undecided, [.. u.canaries.Select(r => new HandlerRequest(r))], null),
+            _ => new CanaryResult(CanaryOutcome.NothingSelected, [], null),
+        };
+
+        async Task<IReadOnlyList<HandlerRequest>> FindAllAsync(FSharpList<Guid> ids)
+        {
+            var found = await admin.FindRequestsAsync(ids, cancellationToken).ConfigureAwait(false);
+            return [.. found.Select(r => new HandlerRequest(r))];
+        }
+    }
+
     /// <summary>
     /// Disposes the runtime. A runtime still running is shut down at once: running handlers' tokens are
     /// canceled. Call <see cref="ShutdownAsync(CancellationToken)"/> first for a graceful stop.

@@ -22,9 +22,10 @@ type MissingSchemaException(table: string) =
 /// keyset-paged queries with an index for each filter, counts, and bulk changes in short transactions
 /// that lock only rows no executor holds (`FOR UPDATE SKIP LOCKED`), so that they are safe while
 /// executors run in other processes. A change that makes requests runnable notifies waiting workers
-/// after its commit.
+/// after its commit (through the database, and in this process through the event store it was made
+/// from, if any).
 [<Sealed>]
-type MartenAdminStore private (store: IDocumentStore, ownsStore: bool) =
+type MartenAdminStore private (store: IDocumentStore, ownsStore: bool, signal: WorkSignal -> unit) =
 
     do
         if isNull store then
@@ -86,19 +87,19 @@ type MartenAdminStore private (store: IDocumentStore, ownsStore: bool) =
             if runnable then
                 use notify = Db.command connection (Sql.notifyRequests layout.Channel) []
                 let! _ = notify.ExecuteNonQueryAsync(cancellationToken: CancellationToken)
-                ()
+                signal WorkSignal.RequestsReady
         }
 
     /// An administration store over a Marten document store configured with `UseEventsDocuments`. The
     /// document store stays the caller's.
-    new(store: IDocumentStore) = new MartenAdminStore(store, false)
+    new(store: IDocumentStore) = new MartenAdminStore(store, false, ignore)
 
     /// An administration store over the same documents as an event store.
     new(eventStore: MartenEventStore) =
         if isNull (box eventStore) then
             nullArg (nameof eventStore)
 
-        new MartenAdminStore(eventStore.DocumentStore, false)
+        new MartenAdminStore(eventStore.DocumentStore, false, eventStore.Signal)
 
     /// Connects to the database of the connection string, checks that the Events tables exist in
     /// `schemaName` (default "public") without changing anything, and returns a store that owns its
@@ -124,7 +125,7 @@ type MartenAdminStore private (store: IDocumentStore, ownsStore: bool) =
 
                     marten.UseEventsDocuments() |> ignore)
 
-            let admin = new MartenAdminStore(documentStore, true)
+            let admin = new MartenAdminStore(documentStore, true, ignore)
             let mutable ok = false
 
             try

@@ -541,6 +541,9 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
     /// The store's settings.
     member _.Options = options
 
+    /// Raises `WorkArrived` in this process (for the administration store's changes over the same documents).
+    member internal _.Signal(signal: WorkSignal) = workArrived.Trigger signal
+
     /// Completes when the work listener is connected and listening; after a failure, the task read then
     /// completes once it listens again. Completed at once when the store does not listen.
     member _.WhenListening: Task = listening.Task
