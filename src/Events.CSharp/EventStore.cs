@@ -12,16 +12,19 @@ public sealed class EventStore : IAsyncDisposable
 {
     private readonly Func<CancellationToken, Task> prepare;
     private readonly IAsyncDisposable? owned;
+    private readonly Func<bool>? listening;
 
     internal EventStore(
         IEventStore port,
         IAdminStore admin,
         string description,
         Func<CancellationToken, Task>? prepare = null,
-        IAsyncDisposable? owned = null)
+        IAsyncDisposable? owned = null,
+        Func<bool>? listening = null)
     {
         Port = port;
         Admin = admin;
+        this.listening = listening;
         Description = description;
         this.prepare = prepare ?? (_ => Task.CompletedTask);
         this.owned = owned;
@@ -30,6 +33,12 @@ public sealed class EventStore : IAsyncDisposable
     internal IEventStore Port { get; }
 
     internal IAdminStore Admin { get; }
+
+    /// <summary>
+    /// Whether the store's wake-up listener (other processes' new work, through the database) is connected now;
+    /// <see langword="null"/> for a store without one (in memory, or a Marten store made not to listen).
+    /// </summary>
+    public bool? IsListening => listening?.Invoke();
 
     /// <summary>What kind of store this is, for logs.</summary>
     public string Description { get; }
