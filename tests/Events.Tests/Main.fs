@@ -51,6 +51,7 @@ let all =
             SchedulerTests.schedulerSuite "marten" marten
             TelemetryTests.telemetrySuite "marten" marten
             MultiProcessTests.tests
+            CliTests.tests
         ]
 
 /// Writes "passed failed" to the file named by EVENTS_TEST_COUNTS, for the test script to sum.

@@ -50,6 +50,9 @@ for package in Events.Core Events.Marten Events.CSharp Events.CSharp.Marten Even
     package_has "$package" "lib/net10.0/$package.dll" "lib/net10.0/$package.xml" "README.md"
 done
 
+check "Events.Cli $version: a .NET tool (dotnet events), README, MIT, repository, symbols" \
+  package_has Events.Cli "tools/net10.0/any/Events.Cli.dll" "tools/net10.0/any/DotnetToolSettings.xml" "README.md"
+
 # The fresh projects: outside the clone (none of its props apply), the local folder added to the feeds,
 # a packages folder of their own (so no earlier copy of these packages is used) that falls back on the
 # machine's for the dependencies.
