@@ -31,6 +31,8 @@ Options:
   --only WHICH   memory or postgres: measure one store only
   --head-of-line only the head-of-line scenario: a fast handler's raise-to-start delay beside a
                  20 s handler, and without it (default options, cooperative scheduler)
+  --redrive N    only the bulk redrive: N dead requests re-executed (chunks of 500 and 2000) while
+                 the scheduler's executors run and live events arrive (PostgreSQL)
   --help         this text
 
 PostgreSQL: a throwaway server started from the machine's server binaries (Debian: apt-get install
@@ -49,6 +51,8 @@ type Settings =
         Postgres: bool
         /// Only the head-of-line scenario.
         HeadOfLineOnly: bool
+        /// Only the redrive scenario, with this many dead requests.
+        Redrive: int option
     }
 
     member this.ThroughputSizes =
@@ -90,6 +94,10 @@ let private parse (argv: string[]) =
             | true, batch when batch > 0 -> go { settings with Batch = batch } rest
             | _ -> Error $"--batch needs a positive number, got %s{value}"
         | "--head-of-line" :: rest -> go { settings with HeadOfLineOnly = true } rest
+        | "--redrive" :: value :: rest ->
+            match Int32.TryParse value with
+            | true, count when count > 0 -> go { settings with Redrive = Some count } rest
+            | _ -> Error $"--redrive needs a positive number, got %s{value}"
         | "--only" :: "memory" :: rest -> go { settings with Postgres = false } rest
         | "--only" :: "postgres" :: rest -> go { settings with Memory = false } rest
         | other :: _ -> Error $"unknown option %s{other}"
@@ -104,6 +112,7 @@ let private parse (argv: string[]) =
             Memory = true
             Postgres = true
             HeadOfLineOnly = false
+            Redrive = None
         }
         (List.ofArray argv)
 
@@ -758,6 +767,41 @@ let private printIdle () =
             for text, calls, _, _ in statements |> List.sortByDescending (fun (_, calls, _, _) -> calls) do
                 printfn "| %s | %s | %d |" side (label text) calls
 
+/// The redrive scenario on a throwaway PostgreSQL: one fresh database per chunk size.
+let private redriveRuns (count: int) =
+    task {
+        let! server = Server.StartAsync()
+
+        try
+            printfn
+                "| dead requests | chunk | bulk re-execute | per second | locked (skipped) | until all completed | live events handled meanwhile |"
+
+            printfn "|---:|---:|---:|---:|---:|---:|---:|"
+
+            for chunk in [ 500; 2000 ] do
+                let! name, connectionString = server.CreateDatabaseAsync()
+                let! store = MartenEventStore.CreateAsync(connectionString)
+
+                try
+                    let! result = Redrive.run store count chunk 200.0
+
+                    printfn
+                        "| %d | %d | %.1f s | %.0f | %d | %.1f s | %d |"
+                        result.Dead
+                        result.Chunk
+                        result.BulkSeconds
+                        (float result.Updated / result.BulkSeconds)
+                        result.Locked
+                        result.DrainSeconds
+                        result.LiveHandled
+                finally
+                    store.DisposeAsync().AsTask().GetAwaiter().GetResult()
+                    server.DropDatabaseAsync(name).GetAwaiter().GetResult()
+        finally
+            server.DisposeAsync().AsTask().GetAwaiter().GetResult()
+    }
+    |> _.GetAwaiter().GetResult()
+
 [<EntryPoint>]
 let main argv =
     if argv |> Array.exists (fun a -> a = "--help" || a = "-h") then
@@ -768,6 +812,10 @@ let main argv =
         | Error error ->
             eprintfn "%s\n\n%s" error usage
             2
+        | Ok settings when settings.Redrive.IsSome ->
+            Measure.executorWorkers <- settings.Workers
+            redriveRuns settings.Redrive.Value
+            0
         | Ok settings ->
             Measure.executorWorkers <- settings.Workers
             use memory = new PeakMemory()
