@@ -572,6 +572,62 @@ let private bulkTests (makeStore: unit -> Task<IEventStore>) =
             })
     ]
 
+let private gaugeTests (makeStore: unit -> Task<IEventStore>) =
+    [
+        testCaseTask "the gauges count backing-off requests and requests per handler and status" (fun () ->
+            task {
+                let! store, all, now = populated makeStore
+                let prefix = "gauges" + Guid.NewGuid().ToString "N"
+                use _gauges = new AdminGauges(prefix, adminOf store, (fun () -> now), TimeSpan.Zero)
+
+                let seen =
+                    System.Collections.Concurrent.ConcurrentBag<string * int64 * (string * string) list>()
+
+                use listener = new System.Diagnostics.Metrics.MeterListener()
+
+                listener.InstrumentPublished <-
+                    fun instrument listener ->
+                        if instrument.Name.StartsWith prefix then
+                            listener.EnableMeasurementEvents instrument
+
+                listener.SetMeasurementEventCallback<int64>(
+                    System.Diagnostics.Metrics.MeasurementCallback<int64>(fun instrument value tags _ ->
+                        let tags =
+                            tags.ToArray()
+                            |> Array.map (fun tag -> tag.Key.Substring(prefix.Length + 1), string tag.Value)
+                            |> List.ofArray
+
+                        seen.Add(instrument.Name.Substring(prefix.Length + 1), value, tags))
+                )
+
+                listener.Start()
+                listener.RecordObservableInstruments()
+
+                let backingOff =
+                    all
+                    |> List.filter (fun r -> RequestStatus.ofRequest now r = RequestStatus.BackingOff)
+                    |> List.length
+                    |> int64
+
+                Expect.isGreaterThan backingOff 0L "the fixture has requests backing off"
+
+                Expect.contains
+                    (seen |> Seq.map (fun (n, v, _) -> n, v))
+                    ("requests.backing_off.count", backingOff)
+                    "the backing-off gauge counts them"
+
+                let deadA =
+                    seen
+                    |> Seq.tryFind (fun (n, _, tags) ->
+                        n = "requests.count" && tags = [ "handler", "a"; "status", "dead" ])
+
+                let _, value, _ =
+                    Expect.wantSome deadA "a per-handler measurement of a's dead requests"
+
+                Expect.equal value 12L "every request of handler a is dead"
+            })
+    ]
+
 /// The administration contract over a store factory.
 let adminContract (name: string) (makeStore: unit -> Task<IEventStore>) =
     testList
@@ -580,4 +636,5 @@ let adminContract (name: string) (makeStore: unit -> Task<IEventStore>) =
             testList "queries" (queryTests makeStore)
             testList "triage" (triageTests makeStore)
             testList "bulk" (bulkTests makeStore)
+            testList "gauges" (gaugeTests makeStore)
         ]
