@@ -149,8 +149,9 @@ module Output =
             $"dry run: %d{progress.Selected} requests would change"
         else
             let cursor =
-                progress.Cursor
-                |> Option.map (fun cursor -> $", resume with --after %s{RequestCursor.format cursor}")
-                |> Option.defaultValue ""
+                match progress.Cursor with
+                | _ when progress.Finished -> ", done"
+                | Some cursor -> $", resume with --after %s{RequestCursor.format cursor}"
+                | None -> ""
 
             $"selected %d{progress.Selected}, updated %d{progress.Updated}, refused %d{progress.Refused}, locked by executors %d{progress.Locked}%s{cursor}"
