@@ -105,7 +105,9 @@ let tests =
                     | AttemptResult.Failed _
                     | AttemptResult.Threw _
                     | AttemptResult.TimedOut _ ->
-                        next.Errors = request.Errors + 1 && next.LastError = Attempt.error case.Result
+                        // Stored as every store can keep it (U+0000 replaced), as the state machine records it.
+                        next.Errors = request.Errors + 1
+                        && next.LastError = (Attempt.error case.Result |> Option.map HandlerRequest.storable)
                     | AttemptResult.Interrupted
                     | AttemptResult.LostClaim -> false
                 | AttemptDecision.GiveBack _ -> case.Result = AttemptResult.Interrupted
