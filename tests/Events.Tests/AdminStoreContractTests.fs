@@ -628,6 +628,78 @@ let private gaugeTests (makeStore: unit -> Task<IEventStore>) =
             })
     ]
 
+/// On PostgreSQL: a bulk change skips a row another transaction holds (an executor writing its outcome,
+/// say), never waiting for it, and changes the others.
+let martenLockTests (makeStore: unit -> Task<IEventStore>) =
+    testList
+        "Admin on marten: locks"
+        [
+            testCaseTask "a bulk change skips rows another transaction holds, and a later run changes them" (fun () ->
+                task {
+                    let! store = withCauses makeStore 2
+                    let marten = store :?> Events.Marten.MartenEventStore
+                    let admin = adminOf store
+                    let now = t0 + minutes 2.0
+                    let! page = admin.QueryRequestsAsync(RequestFilter.dead, now, None, 100, ct)
+                    let held = page.Requests[0]
+
+                    use connection =
+                        marten.DocumentStore.Storage.Database.CreateConnection(
+                            Marten.Storage.ConnectionUsage.ReadWrite
+                        )
+
+                    do! connection.OpenAsync()
+                    use! transaction = connection.BeginTransactionAsync()
+
+                    use lockRow =
+                        new Npgsql.NpgsqlCommand(
+                            "SELECT id FROM "
+                            + marten.DocumentStore.Options
+                                .FindOrResolveDocumentType(typeof<Events.Marten.RequestDocument>)
+                                .TableName.QualifiedName
+                            + " WHERE id = $1 FOR UPDATE",
+                            connection
+                        )
+
+                    lockRow.Parameters.Add(Npgsql.NpgsqlParameter(Value = held.Id)) |> ignore
+                    let! _ = lockRow.ExecuteScalarAsync()
+
+                    let selection =
+                        {
+                            Filter = RequestFilter.dead
+                            Fingerprint = None
+                        }
+
+                    let! first =
+                        Administration.bulkAsync
+                            admin
+                            selection
+                            BulkCommand.ReExecute
+                            now
+                            Administration.defaultBulkOptions
+                            ignore
+                            ct
+
+                    Expect.equal first.Locked 1L "the held row is skipped, not waited for"
+                    Expect.equal first.Updated (int64 page.Requests.Length - 1L) "the others are re-executed"
+                    do! transaction.RollbackAsync()
+
+                    let! second =
+                        Administration.bulkAsync
+                            admin
+                            selection
+                            BulkCommand.ReExecute
+                            now
+                            Administration.defaultBulkOptions
+                            ignore
+                            ct
+
+                    Expect.equal second.Updated 1L "once released, a later run re-executes it"
+                    let! dead = admin.CountRequestsAsync(RequestFilter.dead, now, ct)
+                    Expect.equal dead 0L "no dead request is left"
+                })
+        ]
+
 /// The administration contract over a store factory.
 let adminContract (name: string) (makeStore: unit -> Task<IEventStore>) =
     testList

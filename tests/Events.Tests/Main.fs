@@ -47,6 +47,7 @@ let all =
             MartenStoreTests.tests
             StoreContractTests.storeContractWith martenContract "Store contract on marten" marten
             AdminStoreContractTests.adminContract "Admin contract on marten" marten
+            AdminStoreContractTests.martenLockTests marten
             EngineTests.engineSuite "marten" marten
             SchedulerTests.schedulerSuite "marten" marten
             TelemetryTests.telemetrySuite "marten" marten
