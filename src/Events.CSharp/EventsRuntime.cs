@@ -47,6 +47,7 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
 {
     private readonly IEventStore store;
     private readonly IAdminStore admin;
+    private readonly AdminGauges gauges;
     private readonly Scheduler scheduler;
     private readonly TimeProvider time;
     private readonly CoreEventFactory factory;
@@ -62,6 +63,8 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
         admin = store.Admin;
         this.scheduler = scheduler;
         this.time = time;
+        // Read only when a metrics reader collects them (requests.backing_off.count, requests.count).
+        gauges = new AdminGauges(options.Scheduler.TelemetryPrefix, admin, FuncConvert.FromFunc(() => time.GetUtcNow()));
         factory = new CoreEventFactory(time);
     }
 
@@ -447,6 +450,7 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
         }
 
         ((IDisposable)scheduler).Dispose();
+        ((IDisposable)gauges).Dispose();
     }
 
     /// <summary>

@@ -81,4 +81,38 @@ public class OperationsTests
         Assert.Equal(6, await events.CountRequestsAsync(new RequestFilter { Statuses = [RequestStatus.Canceled] }));
         Assert.Equal(6, await events.CountDeadRequestsAsync());
     }
+
+    [Fact]
+    public async Task The_runtime_publishes_backing_off_and_per_handler_gauges()
+    {
+        var options = Fast.Options();
+        options.Scheduler.TelemetryPrefix = "opsgauges";
+        options.On("order.placed").Handle(
+            "charge",
+            (_, _) => Task.FromResult(HandlerOutcome.Failure("card declined")),
+            handler => handler.MaxErrors(5).ExponentialBackoff(TimeSpan.FromHours(1), TimeSpan.FromHours(2)));
+        await using var events = EventsRuntime.Create(options);
+        events.Start();
+        await events.RaiseApplicationEventAsync("order.placed", new { });
+        await Eventually.HoldsAsync(
+            async () => await events.CountRequestsAsync(new RequestFilter { Statuses = [RequestStatus.BackingOff] }) == 1,
+            "the request backs off");
+
+        var seen = new System.Collections.Concurrent.ConcurrentBag<(string Name, long Value, string Tags)>();
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Name.StartsWith("opsgauges.requests.", StringComparison.Ordinal))
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
+            seen.Add((instrument.Name, value, string.Join(",", tags.ToArray().Select(t => $"{t.Key}={t.Value}")))));
+        listener.Start();
+        listener.RecordObservableInstruments();
+
+        Assert.Contains(("opsgauges.requests.backing_off.count", 1L, ""), seen);
+        Assert.Contains(("opsgauges.requests.count", 1L, "opsgauges.handler=charge,opsgauges.status=backing-off"), seen);
+    }
 }
