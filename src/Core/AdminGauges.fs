@@ -6,10 +6,11 @@ open System.Diagnostics.Metrics
 open System.Threading
 
 /// Gauges read from the administration port, beside the engine's `Instruments`: requests waiting out a
-/// backoff (`requests.backing_off.count`, which the engine's runnable gauge leaves out) and requests per
-/// handler and status (`requests.count`, tagged `handler` and `status`). Names take the prefix as the
-/// engine's do. The counts are read at most once per `refresh` (default 30 s) whatever the number of
-/// readers; on PostgreSQL one reading counts the whole requests table, so keep `refresh` long.
+/// backoff (`requests.backing_off.count`, which the engine's runnable gauge leaves out) and live requests
+/// per handler and status (`requests.count`, tagged `handler` and `status`: runnable, backing-off,
+/// running, dead; completed and canceled ones are left out, so that a reading touches only live rows).
+/// Names take the prefix as the engine's do. The counts are read at most once per `refresh` (default
+/// 30 s) whatever the number of readers.
 [<Sealed>]
 type AdminGauges(prefix: string, admin: IAdminStore, now: unit -> DateTimeOffset, refresh: TimeSpan) =
     do
@@ -43,7 +44,7 @@ type AdminGauges(prefix: string, admin: IAdminStore, now: unit -> DateTimeOffset
         | None ->
             try
                 let counts =
-                    admin.CountByHandlerAsync(at, CancellationToken.None).GetAwaiter().GetResult()
+                    admin.CountByHandlerAsync(at, false, CancellationToken.None).GetAwaiter().GetResult()
 
                 lock gate (fun () -> last <- Some(at, counts))
                 Some counts

@@ -101,9 +101,11 @@ type IAdminStore =
         filter: RequestFilter * now: DateTimeOffset * cancellationToken: CancellationToken -> Task<int64>
 
     /// Requests per handler and status at `now` (pairs with no request are left out), by handler name
-    /// then status.
+    /// then status; completed and canceled ones only when `includeFinished` (on PostgreSQL those are
+    /// counted by reading the whole table, the others through the partial indexes of live requests).
     abstract CountByHandlerAsync:
-        now: DateTimeOffset * cancellationToken: CancellationToken -> Task<HandlerStatusCount list>
+        now: DateTimeOffset * includeFinished: bool * cancellationToken: CancellationToken ->
+            Task<HandlerStatusCount list>
 
     /// The requests with these ids that exist, in the order of the ids.
     abstract FindRequestsAsync: ids: Guid list * cancellationToken: CancellationToken -> Task<HandlerRequest list>

@@ -623,9 +623,10 @@ type InMemoryStore(?options: InMemoryStoreOptions) =
                 |> Seq.length
                 |> int64)
 
-        member this.CountByHandlerAsync(now, cancellationToken) =
+        member this.CountByHandlerAsync(now, includeFinished, cancellationToken) =
             guarded cancellationToken (fun () ->
                 this.Snapshot()
+                |> Seq.filter (fun request -> includeFinished || not (HandlerRequest.isTerminal request))
                 |> Seq.countBy (fun request -> request.HandlerName, RequestStatus.ofRequest now request)
                 |> Seq.map (fun ((handlerName, status), count) ->
                     {

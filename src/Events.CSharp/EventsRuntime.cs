@@ -355,7 +355,7 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
     /// <inheritdoc/>
     public async Task<IReadOnlyList<HandlerStatusCount>> GetCountsByHandlerAsync(CancellationToken cancellationToken = default)
     {
-        var counts = await admin.CountByHandlerAsync(time.GetUtcNow(), cancellationToken).ConfigureAwait(false);
+        var counts = await admin.CountByHandlerAsync(time.GetUtcNow(), true, cancellationToken).ConfigureAwait(false);
         return [.. counts.Select(c => new HandlerStatusCount(c.HandlerName.Value, c.Status.ToFacade(), c.Count))];
     }
 

@@ -68,7 +68,7 @@ let private statsAsync (admin: MartenAdminStore) (invocation: Invocation) =
             )
 
         let! stats = (eventStore :> IEventStore).StatsAsync(now, ct)
-        let! counts = (admin :> IAdminStore).CountByHandlerAsync(now, ct)
+        let! counts = (admin :> IAdminStore).CountByHandlerAsync(now, true, ct)
 
         let age (oldest: DateTimeOffset option) =
             oldest

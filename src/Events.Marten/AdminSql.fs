@@ -129,19 +129,29 @@ LIMIT $%d{clause.Values.Length + 2}"""
     let count (tables: Sql.Tables) (clause: Clause) =
         $"SELECT count(*) FROM %s{tables.Requests} WHERE %s{clause.Where}"
 
-    /// Requests per handler and status at $1; the status as its index in `RequestStatus.all`.
-    let countByHandler (tables: Sql.Tables) =
-        $"""
-SELECT handler_name,
-       CASE
+    let private statusCase =
+        """CASE
          WHEN completed_at IS NOT NULL THEN 3
          WHEN canceled_at IS NOT NULL THEN 5
          WHEN lease_until IS NOT NULL THEN 2
          WHEN errors >= max_errors THEN 4
          WHEN backoff_until IS NOT NULL AND backoff_until > $1 THEN 1
          ELSE 0
-       END,
-       count(*)
+       END"""
+
+    /// Live requests (runnable, backing off, running, dead) per handler and status at $1: each branch of
+    /// the OR is the predicate of a partial index (runnable, dead, running), so only live rows are read.
+    let countLiveByHandler (tables: Sql.Tables) =
+        $"""
+SELECT handler_name, %s{statusCase}, count(*)
+FROM %s{tables.Requests}
+WHERE (%s{Sql.Predicates.Waiting}) OR (%s{Sql.Predicates.Dead}) OR (%s{Sql.Predicates.Running})
+GROUP BY 1, 2"""
+
+    /// Requests per handler and status at $1; the status as its index in `RequestStatus.all`.
+    let countByHandler (tables: Sql.Tables) =
+        $"""
+SELECT handler_name, %s{statusCase}, count(*)
 FROM %s{tables.Requests}
 GROUP BY 1, 2"""
 

@@ -40,6 +40,7 @@ type MartenAdminStore private (store: IDocumentStore, ownsStore: bool, signal: W
     let deadEventNamesSql = Sql.deadEventNames tables
     let deadHandlerNamesSql = Sql.deadHandlerNames tables
     let countByHandlerSql = AdminSql.countByHandler tables
+    let countLiveByHandlerSql = AdminSql.countLiveByHandler tables
     let findManySql = AdminSql.findMany tables
     let lockManySql = AdminSql.lockMany tables
     let existingSql = AdminSql.existing tables
@@ -218,10 +219,19 @@ type MartenAdminStore private (store: IDocumentStore, ownsStore: bool, signal: W
                 return Convert.ToInt64 count
             }
 
-        member _.CountByHandlerAsync(now, cancellationToken) =
+        member _.CountByHandlerAsync(now, includeFinished, cancellationToken) =
             task {
                 use! connection = openConnection cancellationToken
-                use command = Db.command connection countByHandlerSql [ Db.timestamp now ]
+
+                use command =
+                    Db.command
+                        connection
+                        (if includeFinished then
+                             countByHandlerSql
+                         else
+                             countLiveByHandlerSql)
+                        [ Db.timestamp now ]
+
                 use! reader = command.ExecuteReaderAsync cancellationToken
                 let rows = ResizeArray()
                 let! more = reader.ReadAsync cancellationToken

@@ -191,23 +191,29 @@ let private queryTests (makeStore: unit -> Task<IEventStore>) =
                     "each status is present, so each filter is exercised"
             })
 
-        testCaseTask "counts per handler and status are the core's" (fun () ->
+        testCaseTask "counts per handler and status are the core's, with or without the finished ones" (fun () ->
             task {
                 let! store, all, now = populated makeStore
-                let! counts = (adminOf store).CountByHandlerAsync(now, ct)
 
-                let expected =
-                    all
-                    |> List.countBy (fun r -> r.HandlerName, RequestStatus.ofRequest now r)
-                    |> List.map (fun ((handlerName, status), count) ->
-                        {
-                            HandlerName = handlerName
-                            Status = status
-                            Count = int64 count
-                        })
-                    |> List.sortBy (fun c -> c.HandlerName, List.findIndex ((=) c.Status) RequestStatus.all)
+                for includeFinished in [ true; false ] do
+                    let! counts = (adminOf store).CountByHandlerAsync(now, includeFinished, ct)
 
-                Expect.equal counts expected "one row per handler and status present, by handler then status"
+                    let expected =
+                        all
+                        |> List.filter (fun r -> includeFinished || not (HandlerRequest.isTerminal r))
+                        |> List.countBy (fun r -> r.HandlerName, RequestStatus.ofRequest now r)
+                        |> List.map (fun ((handlerName, status), count) ->
+                            {
+                                HandlerName = handlerName
+                                Status = status
+                                Count = int64 count
+                            })
+                        |> List.sortBy (fun c -> c.HandlerName, List.findIndex ((=) c.Status) RequestStatus.all)
+
+                    Expect.equal
+                        counts
+                        expected
+                        $"one row per handler and status present, by handler then status (finished included: %b{includeFinished})"
             })
 
         testCaseTask "a zero limit gives an empty last page, a negative one is refused" (fun () ->
