@@ -29,7 +29,10 @@ type MartenConfiguration =
 
     static member private AddIndexes (mapping: DocumentMapping) indexes =
         for (name: string, columns: string[], included: string[], predicate: string) in indexes do
-            let index = mapping.AddIndex columns
+            // A new definition for each: AddIndex would hand back an index already declared on the same
+            // columns (a partial one with another predicate), and the later settings would replace it.
+            let index = DocumentIndex(mapping, columns)
+            mapping.Indexes.Add index
             index.Name <- name
             index.IncludeColumns <- included
             index.Predicate <- predicate

@@ -634,6 +634,51 @@ let private gaugeTests (makeStore: unit -> Task<IEventStore>) =
             })
     ]
 
+/// On PostgreSQL: every index the store declares exists, with its predicate (several share their
+/// columns and differ by predicate only).
+let martenIndexTests (makeStore: unit -> Task<IEventStore>) =
+    testList
+        "Admin on marten: indexes"
+        [
+            testCaseTask "every declared index of the requests table is in the database" (fun () ->
+                task {
+                    let! store = makeStore ()
+                    let marten = store :?> Events.Marten.MartenEventStore
+
+                    use connection =
+                        marten.DocumentStore.Storage.Database.CreateConnection(
+                            Marten.Storage.ConnectionUsage.ReadWrite
+                        )
+
+                    do! connection.OpenAsync()
+
+                    use command =
+                        new Npgsql.NpgsqlCommand(
+                            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'mt_doc_events_request'",
+                            connection
+                        )
+
+                    use! reader = command.ExecuteReaderAsync()
+                    let found = Collections.Generic.Dictionary<string, string>()
+                    let! more = reader.ReadAsync()
+                    let mutable more = more
+
+                    while more do
+                        found[reader.GetString 0] <- reader.GetString 1
+                        let! next = reader.ReadAsync()
+                        more <- next
+
+                    for name, _, _, predicate in
+                        Events.Marten.Sql.Indexes.requests @ Events.Marten.AdminSql.Indexes.requests do
+                        Expect.isTrue
+                            (found.ContainsKey name)
+                            $"index %s{name} exists (found: %A{List.ofSeq found.Keys})"
+
+                        if not (isNull predicate) then
+                            Expect.stringContains found[name] "WHERE" $"index %s{name} is partial"
+                })
+        ]
+
 /// On PostgreSQL: a bulk change skips a row another transaction holds (an executor writing its outcome,
 /// say), never waiting for it, and changes the others.
 let martenLockTests (makeStore: unit -> Task<IEventStore>) =

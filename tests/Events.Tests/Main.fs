@@ -48,6 +48,7 @@ let all =
             StoreContractTests.storeContractWith martenContract "Store contract on marten" marten
             AdminStoreContractTests.adminContract "Admin contract on marten" marten
             AdminStoreContractTests.martenLockTests marten
+            AdminStoreContractTests.martenIndexTests marten
             EngineTests.engineSuite "marten" marten
             SchedulerTests.schedulerSuite "marten" marten
             TelemetryTests.telemetrySuite "marten" marten
