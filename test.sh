@@ -17,6 +17,7 @@ expecto_projects=(tests/Events.Tests)
 # xunit projects (the C# facade): counted from their TRX results.
 xunit_projects=()
 [ -d tests/Events.CSharp.Tests ] && xunit_projects+=(tests/Events.CSharp.Tests)
+[ -d tests/Events.AspNetCore.Tests ] && xunit_projects+=(tests/Events.AspNetCore.Tests)
 
 for project in "${expecto_projects[@]}"; do
   [ -d "$project" ] || continue

@@ -90,11 +90,6 @@ type TimedStore(inner: IEventStore, tally: Tally) =
         member _.EventsAsync token = inner.EventsAsync token
         member _.RequestsAsync token = inner.RequestsAsync token
         member _.StatsAsync(now, token) = inner.StatsAsync(now, token)
-        member _.DeadRequestsAsync(query, token) = inner.DeadRequestsAsync(query, token)
-        member _.DeadRequestNamesAsync token = inner.DeadRequestNamesAsync token
-
-        member _.UpdateRequestAsync(id, transition, token) =
-            inner.UpdateRequestAsync(id, transition, token)
 
         [<CLIEvent>]
         member _.WorkArrived = inner.WorkArrived

@@ -34,6 +34,8 @@ Options:
   --publishers   only the web-request scenario on PostgreSQL: 8 publishers each committing in its own
                  Marten session (1 and 100 events per transaction) against the same work by hand,
                  and commit-to-start latency at 200 events/s
+  --redrive N    only the bulk redrive: N dead requests re-executed (chunks of 500 and 2000) while
+                 the scheduler's executors run and live events arrive (PostgreSQL)
   --help         this text
 
 PostgreSQL: a throwaway server started from the machine's server binaries (Debian: apt-get install
@@ -55,6 +57,8 @@ type Settings =
         HeadOfLineOnly: bool
         /// Only the web-request publishers scenario.
         PublishersOnly: bool
+        /// Only the redrive scenario, with this many dead requests.
+        Redrive: int option
     }
 
     member this.ThroughputSizes =
@@ -103,6 +107,10 @@ let private parse (argv: string[]) =
                     Memory = false
                 }
                 rest
+        | "--redrive" :: value :: rest ->
+            match Int32.TryParse value with
+            | true, count when count > 0 -> go { settings with Redrive = Some count } rest
+            | _ -> Error $"--redrive needs a positive number, got %s{value}"
         | "--only" :: "memory" :: rest -> go { settings with Postgres = false } rest
         | "--only" :: "postgres" :: rest -> go { settings with Memory = false } rest
         | other :: _ -> Error $"unknown option %s{other}"
@@ -118,6 +126,7 @@ let private parse (argv: string[]) =
             Postgres = true
             HeadOfLineOnly = false
             PublishersOnly = false
+            Redrive = None
         }
         (List.ofArray argv)
 
@@ -772,6 +781,41 @@ let private printIdle () =
             for text, calls, _, _ in statements |> List.sortByDescending (fun (_, calls, _, _) -> calls) do
                 printfn "| %s | %s | %d |" side (label text) calls
 
+/// The redrive scenario on a throwaway PostgreSQL: one fresh database per chunk size.
+let private redriveRuns (count: int) =
+    task {
+        let! server = Server.StartAsync()
+
+        try
+            printfn
+                "| dead requests | chunk | bulk re-execute | per second | locked (skipped) | until all completed | live events handled meanwhile |"
+
+            printfn "|---:|---:|---:|---:|---:|---:|---:|"
+
+            for chunk in [ 500; 2000 ] do
+                let! name, connectionString = server.CreateDatabaseAsync()
+                let! store = MartenEventStore.CreateAsync(connectionString)
+
+                try
+                    let! result = Redrive.run store count chunk 200.0
+
+                    printfn
+                        "| %d | %d | %.1f s | %.0f | %d | %.1f s | %d |"
+                        result.Dead
+                        result.Chunk
+                        result.BulkSeconds
+                        (float result.Updated / result.BulkSeconds)
+                        result.Locked
+                        result.DrainSeconds
+                        result.LiveHandled
+                finally
+                    store.DisposeAsync().AsTask().GetAwaiter().GetResult()
+                    server.DropDatabaseAsync(name).GetAwaiter().GetResult()
+        finally
+            server.DisposeAsync().AsTask().GetAwaiter().GetResult()
+    }
+    |> _.GetAwaiter().GetResult()
+
 [<EntryPoint>]
 let main argv =
     if argv |> Array.exists (fun a -> a = "--help" || a = "-h") then
@@ -782,6 +826,10 @@ let main argv =
         | Error error ->
             eprintfn "%s\n\n%s" error usage
             2
+        | Ok settings when settings.Redrive.IsSome ->
+            Measure.executorWorkers <- settings.Workers
+            redriveRuns settings.Redrive.Value
+            0
         | Ok settings ->
             Measure.executorWorkers <- settings.Workers
             use memory = new PeakMemory()

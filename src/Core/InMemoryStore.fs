@@ -628,6 +628,102 @@ type InMemoryStore(?options: InMemoryStoreOptions) =
                         DeadRequests = int64 dead.Count
                     }))
 
+        [<CLIEvent>]
+        member _.WorkArrived = workArrived.Publish
+
+    /// Every request, by event time then id, under the lock.
+    member private _.Snapshot() =
+        lock gate (fun () -> Array.ofSeq requests.Values) |> Array.sortBy eventTimeKey
+
+    interface IAdminStore with
+        member this.QueryRequestsAsync(filter, now, after, limit, cancellationToken) =
+            let filter = RequestFilter.validate filter
+            RequestFilter.checkLimit limit
+
+            guarded cancellationToken (fun () ->
+                // Backoffs are judged against `now` by the filter itself, so nothing is promoted here.
+                let matching =
+                    this.Snapshot()
+                    |> Seq.filter (RequestCursor.isAfter after)
+                    |> Seq.filter (RequestFilter.matches now filter)
+                    |> Seq.truncate (limit + 1)
+                    |> List.ofSeq
+
+                let page = List.truncate limit matching
+
+                {
+                    Requests = page
+                    Next =
+                        if matching.Length > limit && limit > 0 then
+                            Some(RequestCursor.ofRequest (List.last page))
+                        else
+                            None
+                })
+
+        member this.CountRequestsAsync(filter, now, cancellationToken) =
+            let filter = RequestFilter.validate filter
+
+            guarded cancellationToken (fun () ->
+                this.Snapshot()
+                |> Seq.filter (RequestFilter.matches now filter)
+                |> Seq.length
+                |> int64)
+
+        member this.CountByHandlerAsync(now, includeFinished, cancellationToken) =
+            guarded cancellationToken (fun () ->
+                this.Snapshot()
+                |> Seq.filter (fun request -> includeFinished || not (HandlerRequest.isTerminal request))
+                |> Seq.countBy (fun request -> request.HandlerName, RequestStatus.ofRequest now request)
+                |> Seq.map (fun ((handlerName, status), count) ->
+                    {
+                        HandlerName = handlerName
+                        Status = status
+                        Count = int64 count
+                    })
+                |> Seq.sortBy (fun count -> count.HandlerName, List.findIndex ((=) count.Status) RequestStatus.all)
+                |> List.ofSeq)
+
+        member _.FindRequestsAsync(ids, cancellationToken) =
+            StoreArguments.checkList (nameof ids) ids
+
+            guarded cancellationToken (fun () ->
+                lock gate (fun () ->
+                    ids
+                    |> List.choose (fun id ->
+                        match requests.TryGetValue id with
+                        | true, request -> Some request
+                        | false, _ -> None)))
+
+        member _.FindEventAsync(id, cancellationToken) =
+            guarded cancellationToken (fun () ->
+                lock gate (fun () ->
+                    match events.TryGetValue id with
+                    | true, entry -> Some entry.Event
+                    | false, _ -> None))
+
+        member this.UpdateRequestsAsync(ids, transition, cancellationToken) =
+            StoreArguments.checkList (nameof ids) ids
+
+            if isNull (box transition) then
+                nullArg (nameof transition)
+
+            task {
+                let results = ResizeArray()
+
+                for id in ids do
+                    let! result =
+                        (this :> IAdminStore).UpdateRequestAsync(id, transition, cancellationToken)
+
+                    results.Add(
+                        match result with
+                        | Ok request -> BulkItemResult.Updated request
+                        | Error(AdminError.RequestNotFound _) -> BulkItemResult.NotFound
+                        | Error(AdminError.Refused error) -> BulkItemResult.Refused error
+                    )
+
+                return List.ofSeq results
+            }
+
         member _.DeadRequestsAsync(query, cancellationToken) =
             let query = DeadRequestQuery.validate query
 
@@ -686,6 +782,3 @@ type InMemoryStore(?options: InMemoryStoreOptions) =
                 | Error _ -> ()
 
                 result)
-
-        [<CLIEvent>]
-        member _.WorkArrived = workArrived.Publish

@@ -138,8 +138,9 @@ type WorkSignal =
     /// executor's polling interval finds those.
     | RequestsReady
 
-/// The port every store implements: what the engine and administration need, in batches, safe for
-/// many processes sharing one database. Stores persist states; the core decides them.
+/// The engine's port, which every store implements: what the processor and the executor need, in
+/// batches, safe for many processes sharing one database (administration is `IAdminStore`). Stores
+/// persist states; the core decides them.
 type IEventStore =
     /// Appends events (assigning each a correlation id unless it has one) and returns them as stored.
     abstract AppendAsync: events: Event list * cancellationToken: CancellationToken -> Task<Event list>
@@ -196,21 +197,6 @@ type IEventStore =
 
     /// The gauges at `now`.
     abstract StatsAsync: now: DateTimeOffset * cancellationToken: CancellationToken -> Task<StoreStats>
-
-    /// Dead requests matching the query, one page.
-    abstract DeadRequestsAsync: query: DeadRequestQuery * cancellationToken: CancellationToken -> Task<DeadRequestPage>
-
-    /// The distinct event names and handler names among dead requests, sorted.
-    abstract DeadRequestNamesAsync: cancellationToken: CancellationToken -> Task<EventName list * HandlerName list>
-
-    /// Applies a core transition to the request with this id, atomically (read, decide, write), and
-    /// returns the request as written. The transition must be pure: a store may run it more than once
-    /// (after a conflicting write) or while it holds a row lock.
-    abstract UpdateRequestAsync:
-        id: Guid *
-        transition: (HandlerRequest -> Result<HandlerRequest, RequestError>) *
-        cancellationToken: CancellationToken ->
-            Task<Result<HandlerRequest, AdminError>>
 
     /// Raised when new work arrives (in this process, or in another through the database).
     [<CLIEvent>]

@@ -8,6 +8,9 @@ namespace Events.CSharp;
 /// <summary>Events with Marten: the document store's configuration, the outbox, and a handler's session.</summary>
 public static class EventsMarten
 {
+    private static Func<bool>? Listening(MartenEventStore store) =>
+        store.Options.ListenForWork ? () => store.WhenListening.IsCompletedSuccessfully : null;
+
     /// <summary>
     /// Adds the Events documents (events and handler requests, with their columns and indexes) to a Marten
     /// configuration, and the listener that appends the events raised by saved <see cref="IRaiseEvents"/>
@@ -79,7 +82,12 @@ public static class EventsMarten
         {
             ArgumentNullException.ThrowIfNull(documentStore);
             var store = new MartenEventStore(documentStore, null);
-            return new EventStore(store, "Marten (PostgreSQL)", store.EnsureStorageAsync);
+            return new EventStore(
+                store,
+                new MartenAdminStore(store),
+                "Marten (PostgreSQL)",
+                store.EnsureStorageAsync,
+                listening: Listening(store));
         }
 
         /// <summary>
@@ -110,7 +118,13 @@ public static class EventsMarten
             try
             {
                 await documents.Storage.Database.ApplyAllConfiguredChangesToDatabaseAsync(null, null, cancellationToken).ConfigureAwait(false);
-                return new EventStore(new MartenEventStore(documents, null), "Marten (PostgreSQL)", owned: documents);
+                var store = new MartenEventStore(documents, null);
+                return new EventStore(
+                    store,
+                    new MartenAdminStore(store),
+                    "Marten (PostgreSQL)",
+                    owned: documents,
+                    listening: Listening(store));
             }
             catch
             {

@@ -99,6 +99,72 @@ public interface IEventsAdmin
     /// <param name="cancellationToken">Cancels the enumeration.</param>
     /// <returns>The requests.</returns>
     IAsyncEnumerable<HandlerRequest> GetRequestsAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>One page of the requests matching a filter, in event time then id order (keyset paged).</summary>
+    /// <param name="filter">The filter; <see langword="null"/> for every request.</param>
+    /// <param name="after">The cursor of the page before (its <see cref="RequestPage.Next"/>); <see langword="null"/> for the first.</param>
+    /// <param name="limit">At most this many (at least 0).</param>
+    /// <param name="cancellationToken">Cancels the query.</param>
+    /// <returns>The page and the next page's cursor.</returns>
+    /// <exception cref="ArgumentException">A name, the cursor or the limit is refused.</exception>
+    Task<RequestPage> QueryRequestsAsync(
+        RequestFilter? filter = null,
+        string? after = null,
+        int limit = 100,
+        CancellationToken cancellationToken = default);
+
+    /// <summary>Counts the requests matching a filter.</summary>
+    /// <param name="filter">The filter; <see langword="null"/> for every request.</param>
+    /// <param name="cancellationToken">Cancels the query.</param>
+    /// <returns>The count.</returns>
+    Task<long> CountRequestsAsync(RequestFilter? filter = null, CancellationToken cancellationToken = default);
+
+    /// <summary>Requests per handler and status (pairs with none left out).</summary>
+    /// <param name="cancellationToken">Cancels the query.</param>
+    /// <returns>The counts, by handler then status.</returns>
+    Task<IReadOnlyList<HandlerStatusCount>> GetCountsByHandlerAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>An event with all its requests and their statuses: is it fully handled?</summary>
+    /// <param name="eventId">The event's id.</param>
+    /// <param name="cancellationToken">Cancels the query.</param>
+    /// <returns>The details, or <see langword="null"/> when no event has this id.</returns>
+    Task<EventDetails?> GetEventDetailsAsync(Guid eventId, CancellationToken cancellationToken = default);
+
+    /// <summary>The dead requests matching a filter, grouped by the cause of their last error, largest group first.</summary>
+    /// <param name="filter">The filter (its statuses are ignored: only dead requests); <see langword="null"/> for all.</param>
+    /// <param name="cancellationToken">Cancels the scan.</param>
+    /// <returns>The groups.</returns>
+    Task<IReadOnlyList<TriageGroup>> TriageAsync(RequestFilter? filter = null, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Re-executes or cancels every request a filter (and optionally a triage group) selects, in chunks of short
+    /// transactions that skip rows an executor holds; a dry run only counts. Resumable from the result's cursor.
+    /// </summary>
+    /// <param name="command">Re-execute or cancel.</param>
+    /// <param name="request">The selection and how to run.</param>
+    /// <param name="progress">Told after each chunk; may be <see langword="null"/>.</param>
+    /// <param name="cancellationToken">Stops after the chunk in progress (chunks written stay written).</param>
+    /// <returns>The counts and the cursor reached.</returns>
+    Task<BulkResult> BulkAsync(
+        BulkCommand command,
+        BulkRequest request,
+        IProgress<BulkResult>? progress = null,
+        CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Canary redrive: re-executes <paramref name="canaries"/> of the selection, waits up to <paramref name="wait"/> for
+    /// them to finish, and re-executes the rest only if every canary completed.
+    /// </summary>
+    /// <param name="request">The selection (its <see cref="BulkRequest.DryRun"/> is ignored).</param>
+    /// <param name="canaries">How many to try first (at least 1).</param>
+    /// <param name="wait">How long to wait for the canaries.</param>
+    /// <param name="cancellationToken">Cancels the redrive.</param>
+    /// <returns>How it ended.</returns>
+    Task<CanaryResult> CanaryRedriveAsync(
+        BulkRequest request,
+        int canaries,
+        TimeSpan wait,
+        CancellationToken cancellationToken = default);
 }
 
 /// <summary>A filter and a page over dead requests. Empty name lists mean no filter on that field.</summary>

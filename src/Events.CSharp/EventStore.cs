@@ -12,14 +12,19 @@ public sealed class EventStore : IAsyncDisposable
 {
     private readonly Func<CancellationToken, Task> prepare;
     private readonly IAsyncDisposable? owned;
+    private readonly Func<bool>? listening;
 
     internal EventStore(
         IEventStore port,
+        IAdminStore admin,
         string description,
         Func<CancellationToken, Task>? prepare = null,
-        IAsyncDisposable? owned = null)
+        IAsyncDisposable? owned = null,
+        Func<bool>? listening = null)
     {
         Port = port;
+        Admin = admin;
+        this.listening = listening;
         Description = description;
         this.prepare = prepare ?? (_ => Task.CompletedTask);
         this.owned = owned;
@@ -27,12 +32,24 @@ public sealed class EventStore : IAsyncDisposable
 
     internal IEventStore Port { get; }
 
+    internal IAdminStore Admin { get; }
+
+    /// <summary>
+    /// Whether the store's wake-up listener (other processes' new work, through the database) is connected now;
+    /// <see langword="null"/> for a store without one (in memory, or a Marten store made not to listen).
+    /// </summary>
+    public bool? IsListening => listening?.Invoke();
+
     /// <summary>What kind of store this is, for logs.</summary>
     public string Description { get; }
 
     /// <summary>A new, empty in-memory store: everything lives as long as the process.</summary>
     /// <returns>The store.</returns>
-    public static EventStore InMemory() => new(new InMemoryStore(null), "in-memory");
+    public static EventStore InMemory()
+    {
+        var store = new InMemoryStore(null);
+        return new(store, store, "in-memory");
+    }
 
     /// <summary>Makes sure the store can be used (the Marten store: its tables exist, as Marten's policy allows).</summary>
     internal Task PrepareAsync(CancellationToken cancellationToken) => prepare(cancellationToken);

@@ -46,6 +46,8 @@ public enum RuntimeStatus
 public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposable, IDisposable
 {
     private readonly IEventStore store;
+    private readonly IAdminStore admin;
+    private readonly AdminGauges gauges;
     private readonly Scheduler scheduler;
     private readonly TimeProvider time;
     private readonly CoreEventFactory factory;
@@ -58,8 +60,11 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
         handlerClasses = new Dictionary<(string Event, string Handler), Type>(options.HandlerClasses);
         services = options.Services;
         this.store = store.Port;
+        admin = store.Admin;
         this.scheduler = scheduler;
         this.time = time;
+        // Read only when a metrics reader collects them (requests.backing_off.count, requests.count).
+        gauges = new AdminGauges(options.Scheduler.TelemetryPrefix, admin, FuncConvert.FromFunc(() => time.GetUtcNow()));
         factory = new CoreEventFactory(time);
     }
 
@@ -274,7 +279,7 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
         CancellationToken cancellationToken = default)
     {
         var filter = (query ?? new DeadRequestQuery()) with { Limit = 0, Offset = 0 };
-        var page = await store.DeadRequestsAsync(ToCore(filter), cancellationToken).ConfigureAwait(false);
+        var page = await admin.DeadRequestsAsync(ToCore(filter), cancellationToken).ConfigureAwait(false);
         return page.Total;
     }
 
@@ -283,7 +288,7 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
         DeadRequestQuery? query = null,
         CancellationToken cancellationToken = default)
     {
-        var page = await store.DeadRequestsAsync(ToCore(query ?? new DeadRequestQuery()), cancellationToken)
+        var page = await admin.DeadRequestsAsync(ToCore(query ?? new DeadRequestQuery()), cancellationToken)
             .ConfigureAwait(false);
         return new DeadRequestPage(page.Total, [.. page.Requests.Select(r => new HandlerRequest(r))]);
     }
@@ -291,7 +296,7 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
     /// <inheritdoc/>
     public async Task<DeadRequestNames> GetDeadRequestNamesAsync(CancellationToken cancellationToken = default)
     {
-        var names = await store.DeadRequestNamesAsync(cancellationToken).ConfigureAwait(false);
+        var names = await admin.DeadRequestNamesAsync(cancellationToken).ConfigureAwait(false);
         return new DeadRequestNames(
             [.. names.Item1.Select(name => name.Value)],
             [.. names.Item2.Select(name => name.Value)]);
@@ -299,11 +304,11 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
 
     /// <inheritdoc/>
     public Task<HandlerRequest> ReExecuteAsync(Guid requestId, CancellationToken cancellationToken = default) =>
-        UpdateAsync(requestId, RequestCommand.ReExecute, cancellationToken);
+        UpdateAsync(global::Events.Core.Administration.reExecuteAsync(admin, requestId, cancellationToken));
 
     /// <inheritdoc/>
     public Task<HandlerRequest> CancelAsync(Guid requestId, CancellationToken cancellationToken = default) =>
-        UpdateAsync(requestId, RequestCommand.NewCancel(time.GetUtcNow()), cancellationToken);
+        UpdateAsync(global::Events.Core.Administration.cancelAsync(admin, requestId, time.GetUtcNow(), cancellationToken));
 
     /// <inheritdoc/>
     public async Task<Event?> FindEventAsync(Guid eventId, CancellationToken cancellationToken = default)
@@ -329,6 +334,109 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
         }
     }
 
+    /// <inheritdoc/>
+    public async Task<RequestPage> QueryRequestsAsync(
+        RequestFilter? filter = null,
+        string? after = null,
+        int limit = 100,
+        CancellationToken cancellationToken = default)
+    {
+        var page = await Administration.queryAsync(
+                admin, filter.ToCore(), time.GetUtcNow(), OperationsInterop.ToCursor(after, nameof(after)), limit, cancellationToken)
+            .ConfigureAwait(false);
+        var next = page.Next.ToNullableReference() is { } cursor ? RequestCursorModule.format(cursor) : null;
+        return new RequestPage([.. page.Requests.Select(r => new HandlerRequest(r))], next);
+    }
+
+    /// <inheritdoc/>
+    public Task<long> CountRequestsAsync(RequestFilter? filter = null, CancellationToken cancellationToken = default) =>
+        admin.CountRequestsAsync(filter.ToCore(), time.GetUtcNow(), cancellationToken);
+
+    /// <inheritdoc/>
+    public async Task<IReadOnlyList<HandlerStatusCount>> GetCountsByHandlerAsync(CancellationToken cancellationToken = default)
+    {
+        var counts = await admin.CountByHandlerAsync(time.GetUtcNow(), true, cancellationToken).ConfigureAwait(false);
+        return [.. counts.Select(c => new HandlerStatusCount(c.HandlerName.Value, c.Status.ToFacade(), c.Count))];
+    }
+
+    /// <inheritdoc/>
+    public async Task<EventDetails?> GetEventDetailsAsync(Guid eventId, CancellationToken cancellationToken = default)
+    {
+        var found = await Administration.eventDetailsAsync(admin, eventId, time.GetUtcNow(), cancellationToken)
+            .ConfigureAwait(false);
+        return found.ToNullableReference() is { } details
+            ? new EventDetails(
+                new Event(details.Event),
+                [.. details.Requests.Select(pair => new RequestWithStatus(new HandlerRequest(pair.Item1), pair.Item2.ToFacade()))],
+                details.FullyHandled)
+            : null;
+    }
+
+    /// <inheritdoc/>
+    public async Task<IReadOnlyList<TriageGroup>> TriageAsync(
+        RequestFilter? filter = null,
+        CancellationToken cancellationToken = default)
+    {
+        var groups = await Administration.triageAsync(admin, filter.ToCore(), time.GetUtcNow(), cancellationToken)
+            .ConfigureAwait(false);
+        return [.. groups.Select(group => new TriageGroup(group))];
+    }
+
+    /// <inheritdoc/>
+    public async Task<BulkResult> BulkAsync(
+        BulkCommand command,
+        BulkRequest request,
+        IProgress<BulkResult>? progress = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        var report = FuncConvert.FromAction<BulkProgress>(p => progress?.Report(new BulkResult(p)));
+        var result = await Administration.bulkAsync(
+                admin, request.ToSelection(), command.ToCore(), time.GetUtcNow(), request.ToOptions(), report, cancellationToken)
+            .ConfigureAwait(false);
+        return new BulkResult(result);
+    }
+
+    /// <inheritdoc/>
+    public async Task<CanaryResult> CanaryRedriveAsync(
+        BulkRequest request,
+        int canaries,
+        TimeSpan wait,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        var now = FuncConvert.FromFunc(() => time.GetUtcNow());
+        var delay = FuncConvert.FromFunc<TimeSpan, CancellationToken, Task>((span, token) => Task.Delay(span, time, token));
+        var outcome = await Administration.canaryAsync(
+                admin,
+                request.ToSelection(),
+                canaries,
+                wait,
+                TimeSpan.FromMilliseconds(200),
+                now,
+                delay,
+                request.ToOptions(),
+                FuncConvert.FromAction<BulkProgress>(_ => { }),
+                cancellationToken)
+            .ConfigureAwait(false);
+        return outcome switch
+        {
+            global::Events.Core.CanaryOutcome.Succeeded s =>
+                new CanaryResult(CanaryOutcome.Succeeded, await FindAllAsync(s.canaries).ConfigureAwait(false), new BulkResult(s.rest)),
+            global::Events.Core.CanaryOutcome.Failed f =>
+                new CanaryResult(CanaryOutcome.Failed, [.. f.canaries.Select(r => new HandlerRequest(r))], null),
+            global::Events.Core.CanaryOutcome.Undecided u =>
+                new CanaryResult(CanaryOutcome.Undecided, [.. u.canaries.Select(r => new HandlerRequest(r))], null),
+            _ => new CanaryResult(CanaryOutcome.NothingSelected, [], null),
+        };
+
+        async Task<IReadOnlyList<HandlerRequest>> FindAllAsync(FSharpList<Guid> ids)
+        {
+            var found = await admin.FindRequestsAsync(ids, cancellationToken).ConfigureAwait(false);
+            return [.. found.Select(r => new HandlerRequest(r))];
+        }
+    }
+
     /// <summary>
     /// Disposes the runtime. A runtime still running is shut down at once: running handlers' tokens are
     /// canceled. Call <see cref="ShutdownAsync(CancellationToken)"/> first for a graceful stop.
@@ -342,6 +450,7 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
         }
 
         ((IDisposable)scheduler).Dispose();
+        ((IDisposable)gauges).Dispose();
     }
 
     /// <summary>
@@ -350,14 +459,9 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
     /// </summary>
     public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
 
-    private async Task<HandlerRequest> UpdateAsync(
-        Guid requestId,
-        RequestCommand command,
-        CancellationToken cancellationToken)
+    private static async Task<HandlerRequest> UpdateAsync(Task<FSharpResult<CoreRequest, AdminError>> update)
     {
-        var transition = FuncConvert.FromFunc<CoreRequest, FSharpResult<CoreRequest, RequestError>>(
-            request => CoreRequestModule.transition(BackoffPolicy.Default, command, request));
-        var updated = await store.UpdateRequestAsync(requestId, transition, cancellationToken).ConfigureAwait(false);
+        var updated = await update.ConfigureAwait(false);
         if (updated.IsOk)
         {
             return new HandlerRequest(updated.ResultValue);

@@ -29,7 +29,10 @@ type MartenConfiguration =
 
     static member private AddIndexes (mapping: DocumentMapping) indexes =
         for (name: string, columns: string[], included: string[], predicate: string) in indexes do
-            let index = mapping.AddIndex columns
+            // A new definition for each: AddIndex would hand back an index already declared on the same
+            // columns (a partial one with another predicate), and the later settings would replace it.
+            let index = DocumentIndex(mapping, columns)
+            mapping.Indexes.Add index
             index.Name <- name
             index.IncludeColumns <- included
             index.Predicate <- predicate
@@ -58,6 +61,7 @@ type MartenConfiguration =
         duplicate "ClaimToken" "uuid" Sql.Columns.ClaimToken false
         duplicate "SetAside" "text" Sql.Columns.SetAside false
         MartenConfiguration.AddIndexes mapping Sql.Indexes.requests
+        MartenConfiguration.AddIndexes mapping AdminSql.Indexes.requests
 
     /// Registers the Events documents (events and handler requests, with their duplicated columns and
     /// partial indexes) and the listener that appends the events raised by saved `IRaiseEvents`

@@ -348,13 +348,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
     let claimRequestsSql = Sql.claimRequests tables
     let recordOutcomesSql = Sql.recordOutcomes tables
     let renewLeasesSql = Sql.renewLeases tables
-    let lockRequestSql = Sql.lockRequest tables
-    let writeRequestSql = Sql.writeRequest tables
     let statsSql = Sql.stats tables
-    let deadCountSql = Sql.deadCount tables
-    let deadPageSql = Sql.deadPage tables
-    let deadEventNamesSql = Sql.deadEventNames tables
-    let deadHandlerNamesSql = Sql.deadHandlerNames tables
     let eventPageSql = Sql.pageAfter tables.Events
     let requestPageSql = Sql.pageAfter tables.Requests
 
@@ -694,6 +688,9 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
 
     /// The store's settings.
     member _.Options = options
+
+    /// Raises `WorkArrived` in this process (for the administration store's changes over the same documents).
+    member internal _.Signal(signal: WorkSignal) = workArrived.Trigger signal
 
     /// Completes when the work listener is connected and listening; after a failure, the task read then
     /// completes once it listens again. Completed at once when the store does not listen.
@@ -1094,106 +1091,6 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                         OldestRunnableRequest = time 3
                         DeadRequests = reader.GetInt64 4
                     }
-            }
-
-        member _.DeadRequestsAsync(query, cancellationToken) =
-            let query = DeadRequestQuery.validate query
-
-            task {
-                let filters () =
-                    [
-                        Db.array NpgsqlDbType.Text (query.EventNames |> Seq.map _.Value |> Array.ofSeq)
-                        Db.array NpgsqlDbType.Text (query.HandlerNames |> Seq.map _.Value |> Array.ofSeq)
-                    ]
-
-                use! connection = openConnection cancellationToken
-                use batch = new NpgsqlBatch(connection)
-                batch.BatchCommands.Add(Db.batchCommand deadCountSql (filters ()))
-
-                batch.BatchCommands.Add(
-                    Db.batchCommand
-                        deadPageSql
-                        (filters ()
-                         @ [
-                             Db.parameter NpgsqlDbType.Integer query.Limit
-                             Db.parameter NpgsqlDbType.Integer query.Offset
-                         ])
-                )
-
-                use! reader = batch.ExecuteReaderAsync cancellationToken
-                let! _ = reader.ReadAsync cancellationToken
-                let total = reader.GetInt64 0
-                let! _ = reader.NextResultAsync cancellationToken
-                let! page = Db.readTexts reader cancellationToken
-
-                return
-                    {
-                        Total = total
-                        Requests = page |> List.map toRequest
-                    }
-            }
-
-        member _.DeadRequestNamesAsync cancellationToken =
-            task {
-                use! connection = openConnection cancellationToken
-                use batch = new NpgsqlBatch(connection)
-                batch.BatchCommands.Add(Db.batchCommand deadEventNamesSql [])
-                batch.BatchCommands.Add(Db.batchCommand deadHandlerNamesSql [])
-                use! reader = batch.ExecuteReaderAsync cancellationToken
-                let! eventNames = Db.readTexts reader cancellationToken
-                let! _ = reader.NextResultAsync cancellationToken
-                let! handlerNames = Db.readTexts reader cancellationToken
-
-                let check (make: string -> Result<'T, NameError>) (raw: string) =
-                    match make raw with
-                    | Ok name -> name
-                    | Error error ->
-                        raise (CorruptDocumentException(Guid.Empty, $"a dead request's name: %s{error.Message}"))
-
-                return
-                    eventNames |> List.map (check EventName.TryCreate) |> List.sort,
-                    handlerNames |> List.map (check HandlerName.TryCreate) |> List.sort
-            }
-
-        member _.UpdateRequestAsync(id, transition, cancellationToken) =
-            if isNull (box transition) then
-                nullArg (nameof transition)
-
-            task {
-                use! connection = openConnection cancellationToken
-                use! transaction = connection.BeginTransactionAsync cancellationToken
-
-                use read =
-                    Db.command connection lockRequestSql [ Db.parameter NpgsqlDbType.Uuid id ]
-
-                let! json = read.ExecuteScalarAsync cancellationToken
-
-                match json with
-                | :? string as json ->
-                    match transition (toRequest json) with
-                    | Error error -> return Error(AdminError.Refused error)
-                    | Ok next when next.Id <> id ->
-                        return invalidOp $"the transition changed the request's id from %O{id} to %O{next.Id}"
-                    | Ok next ->
-                        use write =
-                            Db.command
-                                connection
-                                writeRequestSql
-                                (Db.parameter NpgsqlDbType.Uuid id :: Db.requestValues (Documents.ofRequest next))
-
-                        let! _ = write.ExecuteNonQueryAsync cancellationToken
-
-                        do! transaction.CommitAsync cancellationToken
-
-                        match next.State with
-                        | RequestState.Runnable _ -> wakeups.Signal WorkSignal.RequestsReady
-                        | RequestState.Running _
-                        | RequestState.Completed _
-                        | RequestState.Dead
-                        | RequestState.Canceled _ -> ()
-
-                        return Ok next
-                | _ -> return Error(AdminError.RequestNotFound id)
             }
 
         [<CLIEvent>]

@@ -105,6 +105,7 @@ let tests =
                     | AttemptResult.Failed _
                     | AttemptResult.Threw _
                     | AttemptResult.TimedOut _ ->
+                        // Stored as every store can keep it (U+0000 replaced), as the state machine records it.
                         next.Errors = request.Errors + 1
                         && next.LastError = (Attempt.error case.Result |> Option.map HandlerRequest.storable)
                     | AttemptResult.Interrupted

@@ -1133,11 +1133,8 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                                                 request
 
                                         let! recovered =
-                                            engine.Store.UpdateRequestAsync(
-                                                context.Request.Id,
-                                                recover,
-                                                CancellationToken.None
-                                            )
+                                            (adminOf engine.Store)
+                                                .UpdateRequestAsync(context.Request.Id, recover, CancellationToken.None)
 
                                         Expect.isOk recovered "another process recovers the request"
 
@@ -1259,22 +1256,24 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                                 requests |> List.find (fun r -> r.EventId = event.Id)
 
                             let! reExecuted =
-                                engine.Store.UpdateRequestAsync(
-                                    (ofEvent a).Id,
-                                    HandlerRequest.transition BackoffPolicy.Default RequestCommand.ReExecute,
-                                    CancellationToken.None
-                                )
+                                (adminOf engine.Store)
+                                    .UpdateRequestAsync(
+                                        (ofEvent a).Id,
+                                        HandlerRequest.transition BackoffPolicy.Default RequestCommand.ReExecute,
+                                        CancellationToken.None
+                                    )
 
                             Expect.isOk reExecuted "a dead request can be re-executed"
 
                             let! canceled =
-                                engine.Store.UpdateRequestAsync(
-                                    (ofEvent b).Id,
-                                    HandlerRequest.transition
-                                        BackoffPolicy.Default
-                                        (RequestCommand.Cancel(engine.Time.GetUtcNow())),
-                                    CancellationToken.None
-                                )
+                                (adminOf engine.Store)
+                                    .UpdateRequestAsync(
+                                        (ofEvent b).Id,
+                                        HandlerRequest.transition
+                                            BackoffPolicy.Default
+                                            (RequestCommand.Cancel(engine.Time.GetUtcNow())),
+                                        CancellationToken.None
+                                    )
 
                             Expect.isOk canceled "a dead request can be canceled"
                             fail <- false

@@ -238,11 +238,12 @@ let private memoryTests =
                     for request in requests do
                         if request.HandlerName = HandlerName.Create "ko" then
                             let! _ =
-                                port.UpdateRequestAsync(
-                                    request.Id,
-                                    HandlerRequest.transition policy (RequestCommand.Cancel t0),
-                                    ct
-                                )
+                                (TestSupport.adminOf port)
+                                    .UpdateRequestAsync(
+                                        request.Id,
+                                        HandlerRequest.transition policy (RequestCommand.Cancel t0),
+                                        ct
+                                    )
 
                             ()
 
@@ -343,20 +344,22 @@ let private signalTests =
                     let! _ = store.RecordOutcomesAsync([ failed t0 claim.Claimed[0] ], ct)
 
                     let! _ =
-                        store.UpdateRequestAsync(
-                            requests[1].Id,
-                            HandlerRequest.transition policy (RequestCommand.Cancel t0),
-                            ct
-                        )
+                        (TestSupport.adminOf store)
+                            .UpdateRequestAsync(
+                                requests[1].Id,
+                                HandlerRequest.transition policy (RequestCommand.Cancel t0),
+                                ct
+                            )
 
                     Expect.isEmpty signals "claims, outcomes and cancellations signal nothing"
 
                     let! _ =
-                        store.UpdateRequestAsync(
-                            requests[0].Id,
-                            HandlerRequest.transition policy RequestCommand.ReExecute,
-                            ct
-                        )
+                        (TestSupport.adminOf store)
+                            .UpdateRequestAsync(
+                                requests[0].Id,
+                                HandlerRequest.transition policy RequestCommand.ReExecute,
+                                ct
+                            )
 
                     Expect.equal (List.ofSeq signals) [ WorkSignal.RequestsReady ] "a re-execution signals once"
                 })
@@ -385,7 +388,9 @@ let private updateTests =
                     answered.Value <- readableFromAnotherThread store
                     HandlerRequest.transition policy (RequestCommand.Cancel t0) request
 
-                let! result = store.UpdateRequestAsync(requests[0].Id, transition, ct)
+                let! result =
+                    (TestSupport.adminOf store).UpdateRequestAsync(requests[0].Id, transition, ct)
+
                 Expect.isOk result "the cancellation is written"
                 Expect.isTrue answered.Value "another thread could use the store while the transition ran"
             })
@@ -409,18 +414,19 @@ let private updateTests =
                         let reExecuted =
                             Task
                                 .Run<Result<HandlerRequest, AdminError>>(fun () ->
-                                    store.UpdateRequestAsync(
-                                        id,
-                                        HandlerRequest.transition policy RequestCommand.ReExecute,
-                                        ct
-                                    ))
+                                    (TestSupport.adminOf store)
+                                        .UpdateRequestAsync(
+                                            id,
+                                            HandlerRequest.transition policy RequestCommand.ReExecute,
+                                            ct
+                                        ))
                                 .Result
 
                         Expect.isOk reExecuted "the concurrent re-execution is written"
 
                     HandlerRequest.transition policy (RequestCommand.Cancel t0) request
 
-                let! result = store.UpdateRequestAsync(id, transition, ct)
+                let! result = (TestSupport.adminOf store).UpdateRequestAsync(id, transition, ct)
                 Expect.equal seen.Count 2 "the transition ran again after the concurrent change"
 
                 Expect.equal

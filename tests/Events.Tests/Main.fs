@@ -42,8 +42,10 @@ let all =
             ConfigurationTests.tests
             HandlerRequestTests.tests
             AttemptTests.tests
+            TriageTests.tests
             EngineOptionsTests.tests
             InMemoryStoreTests.tests
+            AdminStoreContractTests.adminContract "Admin contract on memory" inMemory
             EngineTests.engineSuite "memory" inMemory
             SchedulerTests.statusMachine
             SchedulerTests.schedulerSuite "memory" inMemory
@@ -51,10 +53,14 @@ let all =
             ThrowawayPostgresTests.tests
             MartenStoreTests.tests
             StoreContractTests.storeContractWith martenContract "Store contract on marten" marten
+            AdminStoreContractTests.adminContract "Admin contract on marten" marten
+            AdminStoreContractTests.martenLockTests marten
+            AdminStoreContractTests.martenIndexTests marten
             EngineTests.engineSuite "marten" marten
             SchedulerTests.schedulerSuite "marten" martenOnDatabaseClock
             TelemetryTests.telemetrySuite "marten" marten
             MultiProcessTests.tests
+            CliTests.tests
         ]
 
 /// Writes "passed failed" to the file named by EVENTS_TEST_COUNTS, for the test script to sum.

@@ -361,7 +361,7 @@ let private equivalence =
                         "the oldest runnable request must be the core's"
 
                     let! page =
-                        (port store)
+                        (TestSupport.adminOf (port store))
                             .DeadRequestsAsync(
                                 { DeadRequestQuery.all with
                                     Limit = 1000
@@ -383,7 +383,7 @@ let private equivalence =
                             Limit = 1000
                         }
 
-                    let! filtered = (port store).DeadRequestsAsync(query, none)
+                    let! filtered = (TestSupport.adminOf (port store)).DeadRequestsAsync(query, none)
 
                     Expect.equal
                         (filtered.Requests |> List.map _.Id)
@@ -1502,13 +1502,14 @@ let private administration =
                             let! _ = (port store).ClaimRequestsAsync(0, at 100.0, lease, none)
 
                             let! all =
-                                (port store).DeadRequestsAsync({ DeadRequestQuery.all with Limit = 3 }, none)
+                                (TestSupport.adminOf (port store))
+                                    .DeadRequestsAsync({ DeadRequestQuery.all with Limit = 3 }, none)
 
                             Expect.equal all.Total 8L "every request died"
                             Expect.equal all.Requests.Length 3 "one page of three"
 
                             let! next =
-                                (port store)
+                                (TestSupport.adminOf (port store))
                                     .DeadRequestsAsync(
                                         { DeadRequestQuery.all with
                                             Limit = 3
@@ -1520,7 +1521,7 @@ let private administration =
                             Expect.equal next.Requests.Length 2 "the last page holds the rest"
 
                             let! beyond =
-                                (port store)
+                                (TestSupport.adminOf (port store))
                                     .DeadRequestsAsync(
                                         { DeadRequestQuery.all with
                                             Offset = 50
@@ -1539,9 +1540,9 @@ let private administration =
                                     HandlerNames = [ HandlerName.Create "h2" ]
                                 }
 
-                            let! filtered = (port store).DeadRequestsAsync(query, none)
+                            let! filtered = (TestSupport.adminOf (port store)).DeadRequestsAsync(query, none)
                             Expect.equal filtered.Total 2L "two dead requests of even events for h2"
-                            let! names = (port store).DeadRequestNamesAsync none
+                            let! names = (TestSupport.adminOf (port store)).DeadRequestNamesAsync none
 
                             Expect.equal
                                 names
@@ -1552,7 +1553,7 @@ let private administration =
                             let target = filtered.Requests.Head
 
                             let! reExecuted =
-                                (port store)
+                                (TestSupport.adminOf (port store))
                                     .UpdateRequestAsync(
                                         target.Id,
                                         HandlerRequest.transition BackoffPolicy.Default RequestCommand.ReExecute,
@@ -1571,7 +1572,7 @@ let private administration =
                             let other = filtered.Requests[1]
 
                             let! canceled =
-                                (port store)
+                                (TestSupport.adminOf (port store))
                                     .UpdateRequestAsync(
                                         other.Id,
                                         HandlerRequest.transition
@@ -1583,7 +1584,7 @@ let private administration =
                             Expect.isOk canceled "a dead request can be canceled"
 
                             let! refused =
-                                (port store)
+                                (TestSupport.adminOf (port store))
                                     .UpdateRequestAsync(
                                         other.Id,
                                         HandlerRequest.transition BackoffPolicy.Default RequestCommand.ReExecute,
@@ -1598,7 +1599,7 @@ let private administration =
                             let missingId = Guid.NewGuid()
 
                             let! missing =
-                                (port store)
+                                (TestSupport.adminOf (port store))
                                     .UpdateRequestAsync(
                                         missingId,
                                         HandlerRequest.transition BackoffPolicy.Default RequestCommand.ReExecute,
@@ -1610,7 +1611,9 @@ let private administration =
                                 (Error(AdminError.RequestNotFound missingId))
                                 "an unknown id is not found"
 
-                            let! after = (port store).DeadRequestsAsync(DeadRequestQuery.all, none)
+                            let! after =
+                                (TestSupport.adminOf (port store)).DeadRequestsAsync(DeadRequestQuery.all, none)
+
                             Expect.equal after.Total 6L "two fewer dead requests"
                             ignore claim
                         })
@@ -1819,7 +1822,7 @@ let private nasty =
                                 let! found = (port store).FindRequestAsync(outcome.Request.Id, none)
                                 Expect.equal found (Some outcome.Request) "the request reads back unchanged"
 
-                            let! deadNames = (port store).DeadRequestNamesAsync none
+                            let! deadNames = (TestSupport.adminOf (port store)).DeadRequestNamesAsync none
 
                             Expect.equal
                                 (fst deadNames |> List.map _.Value)
@@ -1827,7 +1830,7 @@ let private nasty =
                                 "dead names read back unchanged"
 
                             let! filtered =
-                                (port store)
+                                (TestSupport.adminOf (port store))
                                     .DeadRequestsAsync(
                                         { DeadRequestQuery.all with
                                             EventNames = [ EventName.Create names[0] ]
@@ -1964,7 +1967,7 @@ let private notifications =
                             Expect.isEmpty signals "a dead request signals nothing"
 
                             let! _ =
-                                (port store)
+                                (TestSupport.adminOf (port store))
                                     .UpdateRequestAsync(
                                         created.Head.Id,
                                         HandlerRequest.transition BackoffPolicy.Default RequestCommand.ReExecute,

@@ -1005,17 +1005,17 @@ let private queryTests (makeStore: unit -> Task<IEventStore>) =
                     let ordered =
                         dead |> List.sortBy (fun request -> request.EventTimestamp, request.Id)
 
-                    let! all = store.DeadRequestsAsync(DeadRequestQuery.all, ct)
+                    let! all = (TestSupport.adminOf store).DeadRequestsAsync(DeadRequestQuery.all, ct)
                     Expect.equal all.Requests ordered "every dead request, by event time then id"
                     Expect.equal all.Total 5L "the total counts every dead request"
-                    let! page = store.DeadRequestsAsync(deadQuery [] [] 2 1, ct)
+                    let! page = (TestSupport.adminOf store).DeadRequestsAsync(deadQuery [] [] 2 1, ct)
                     Expect.equal page.Requests (ordered |> List.skip 1 |> List.truncate 2) "the page skips and takes"
                     Expect.equal page.Total 5L "the total counts every match, not the page"
 
                     let query = deadQuery [ EventName.Create "x" ] [ HandlerName.Create "h" ] 1 1
 
                     let matching = ordered |> List.filter (DeadRequestQuery.matches query)
-                    let! filtered = store.DeadRequestsAsync(query, ct)
+                    let! filtered = (TestSupport.adminOf store).DeadRequestsAsync(query, ct)
 
                     Expect.equal
                         filtered.Requests
@@ -1023,7 +1023,10 @@ let private queryTests (makeStore: unit -> Task<IEventStore>) =
                         "the filter keeps requests of those events and handlers"
 
                     Expect.equal filtered.Total 2L "the total counts every match of the filter"
-                    let! beyond = store.DeadRequestsAsync(deadQuery [] [] 10 10, ct)
+
+                    let! beyond =
+                        (TestSupport.adminOf store).DeadRequestsAsync(deadQuery [] [] 10 10, ct)
+
                     Expect.isEmpty beyond.Requests "a page past the end is empty"
                     Expect.equal beyond.Total 5L "a page past the end still has the total"
                 })
@@ -1033,12 +1036,12 @@ let private queryTests (makeStore: unit -> Task<IEventStore>) =
                 let! store = makeStore ()
 
                 let! negativeLimit =
-                    argumentErrorOf (fun () -> store.DeadRequestsAsync(deadQuery [] [] -1 0, ct))
+                    argumentErrorOf (fun () -> (TestSupport.adminOf store).DeadRequestsAsync(deadQuery [] [] -1 0, ct))
 
                 Expect.isSome negativeLimit "a negative limit is refused with an ArgumentException"
 
                 let! negativeOffset =
-                    argumentErrorOf (fun () -> store.DeadRequestsAsync(deadQuery [] [] 1 -1, ct))
+                    argumentErrorOf (fun () -> (TestSupport.adminOf store).DeadRequestsAsync(deadQuery [] [] 1 -1, ct))
 
                 Expect.isSome negativeOffset "a negative offset is refused with an ArgumentException"
             })
@@ -1057,7 +1060,7 @@ let private queryTests (makeStore: unit -> Task<IEventStore>) =
                         ]
 
                 let! _ = failAll store t0 1
-                let! eventNames, handlerNames = store.DeadRequestNamesAsync ct
+                let! eventNames, handlerNames = (TestSupport.adminOf store).DeadRequestNamesAsync ct
 
                 Expect.equal
                     eventNames
@@ -1082,7 +1085,8 @@ let private updateTests (makeStore: unit -> Task<IEventStore>) =
                 signals.Clear()
 
                 let! result =
-                    store.UpdateRequestAsync(dead[0].Id, HandlerRequest.transition policy RequestCommand.ReExecute, ct)
+                    (TestSupport.adminOf store)
+                        .UpdateRequestAsync(dead[0].Id, HandlerRequest.transition policy RequestCommand.ReExecute, ct)
 
                 let expected = decide RequestCommand.ReExecute dead[0]
                 Expect.equal result (Ok expected) "the request as the core's ReExecute wrote it"
@@ -1101,11 +1105,12 @@ let private updateTests (makeStore: unit -> Task<IEventStore>) =
                 let! requests = fanOut store t0 [ newEvent t0 "a", [ handler "h" 50 5 ] ]
 
                 let! result =
-                    store.UpdateRequestAsync(
-                        requests[0].Id,
-                        HandlerRequest.transition policy (RequestCommand.Cancel t0),
-                        ct
-                    )
+                    (TestSupport.adminOf store)
+                        .UpdateRequestAsync(
+                            requests[0].Id,
+                            HandlerRequest.transition policy (RequestCommand.Cancel t0),
+                            ct
+                        )
 
                 Expect.equal
                     (result |> Result.map HandlerRequest.canceledAt)
@@ -1125,11 +1130,12 @@ let private updateTests (makeStore: unit -> Task<IEventStore>) =
                 let! claim = store.ClaimRequestsAsync(1, t0, minutes 1.0, ct)
 
                 let! result =
-                    store.UpdateRequestAsync(
-                        claim.Claimed[0].Id,
-                        HandlerRequest.transition policy (RequestCommand.Cancel t0),
-                        ct
-                    )
+                    (TestSupport.adminOf store)
+                        .UpdateRequestAsync(
+                            claim.Claimed[0].Id,
+                            HandlerRequest.transition policy (RequestCommand.Cancel t0),
+                            ct
+                        )
 
                 Expect.equal
                     result
@@ -1146,7 +1152,8 @@ let private updateTests (makeStore: unit -> Task<IEventStore>) =
                 let id = Guid.CreateVersion7()
 
                 let! result =
-                    store.UpdateRequestAsync(id, HandlerRequest.transition policy RequestCommand.ReExecute, ct)
+                    (TestSupport.adminOf store)
+                        .UpdateRequestAsync(id, HandlerRequest.transition policy RequestCommand.ReExecute, ct)
 
                 Expect.equal result (Error(AdminError.RequestNotFound id)) "no request has this id"
             })
@@ -1528,14 +1535,14 @@ let private check (store: IEventStore) (model: Model) (context: string) =
         }
 
     Expect.equal
-        (wait (store.DeadRequestsAsync(all, ct)))
+        (wait ((TestSupport.adminOf store).DeadRequestsAsync(all, ct)))
         (modelDeadPage model all)
         $"%s{context}: the dead requests agree with the model"
 
     let deadRequests = requests |> List.filter HandlerRequest.isDead
 
     Expect.equal
-        (wait (store.DeadRequestNamesAsync ct))
+        (wait ((TestSupport.adminOf store).DeadRequestNamesAsync ct))
         (deadRequests |> List.map _.EventName |> List.distinct |> List.sort,
          deadRequests |> List.map _.HandlerName |> List.distinct |> List.sort)
         $"%s{context}: the dead requests' names agree with the model"
@@ -1556,7 +1563,9 @@ let private updateById (store: IEventStore) (model: Model) (context: string) (in
         let expected = HandlerRequest.transition policy command request
 
         let result =
-            wait (store.UpdateRequestAsync(request.Id, HandlerRequest.transition policy command, ct))
+            wait (
+                (TestSupport.adminOf store).UpdateRequestAsync(request.Id, HandlerRequest.transition policy command, ct)
+            )
 
         Expect.equal
             result
@@ -1827,7 +1836,10 @@ let rec private step (store: IEventStore) (model: Model) (context: string) (op: 
         let id = Guid.NewGuid()
 
         let result =
-            wait (store.UpdateRequestAsync(id, HandlerRequest.transition policy RequestCommand.ReExecute, ct))
+            wait (
+                (TestSupport.adminOf store)
+                    .UpdateRequestAsync(id, HandlerRequest.transition policy RequestCommand.ReExecute, ct)
+            )
 
         Expect.equal result (Error(AdminError.RequestNotFound id)) $"%s{context}: an unknown request is not found"
         model
@@ -1841,7 +1853,7 @@ let rec private step (store: IEventStore) (model: Model) (context: string) (op: 
                 offset
 
         Expect.equal
-            (wait (store.DeadRequestsAsync(query, ct)))
+            (wait ((TestSupport.adminOf store).DeadRequestsAsync(query, ct)))
             (modelDeadPage model query)
             $"%s{context}: a filtered page of dead requests agrees with the model"
 

@@ -111,6 +111,9 @@ type FaultyStore(inner: IEventStore) =
     let mutable failNextCommit = false
     let poisoned = Collections.Concurrent.ConcurrentDictionary<Guid, unit>()
 
+    /// The store it passes everything to.
+    member _.Inner = inner
+
     /// Makes the next CommitProcessingAsync throw, as a broken connection would.
     member _.FailNextCommit() = failNextCommit <- true
 
@@ -166,17 +169,16 @@ type FaultyStore(inner: IEventStore) =
         member _.StatsAsync(now, cancellationToken) =
             inner.StatsAsync(now, cancellationToken)
 
-        member _.DeadRequestsAsync(query, cancellationToken) =
-            inner.DeadRequestsAsync(query, cancellationToken)
-
-        member _.DeadRequestNamesAsync cancellationToken =
-            inner.DeadRequestNamesAsync cancellationToken
-
-        member _.UpdateRequestAsync(id, transition, cancellationToken) =
-            inner.UpdateRequestAsync(id, transition, cancellationToken)
-
         [<CLIEvent>]
         member _.WorkArrived = inner.WorkArrived
+
+/// The administration port over the same data as a store the tests made.
+let rec adminOf (store: IEventStore) : IAdminStore =
+    match store with
+    | :? IAdminStore as admin -> admin
+    | :? FaultyStore as faulty -> adminOf faulty.Inner
+    | :? Events.Marten.MartenEventStore as marten -> new Events.Marten.MartenAdminStore(marten)
+    | other -> failwith $"no administration port for %s{other.GetType().Name}"
 
 /// An engine over one store, driven round by round by the test.
 type Engine =

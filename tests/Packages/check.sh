@@ -45,10 +45,13 @@ package_has() {
   grep -q '\.pdb$' <<<"$listing" || { echo "the symbol package has no PDB"; return 1; }
 }
 
-for package in Events.Core Events.Marten Events.CSharp Events.CSharp.Marten; do
+for package in Events.Core Events.Marten Events.CSharp Events.CSharp.Marten Events.AspNetCore; do
   check "$package $version: dll, XML docs, README, MIT, repository, symbols" \
     package_has "$package" "lib/net10.0/$package.dll" "lib/net10.0/$package.xml" "README.md"
 done
+
+check "Events.Cli $version: a .NET tool (dotnet events), README, MIT, repository, symbols" \
+  package_has Events.Cli "tools/net10.0/any/Events.Cli.dll" "tools/net10.0/any/DotnetToolSettings.xml" "README.md"
 
 # The fresh projects: outside the clone (none of its props apply), the local folder added to the feeds,
 # a packages folder of their own (so no earlier copy of these packages is used) that falls back on the
@@ -111,16 +114,21 @@ cat >"$work/MartenApp/MartenApp.csproj" <<PROJECT
   </PropertyGroup>
   <ItemGroup>
     <PackageReference Include="Events.CSharp.Marten" Version="$version" />
+    <PackageReference Include="Events.AspNetCore" Version="$version" />
   </ItemGroup>
 </Project>
 PROJECT
 cat >"$work/MartenApp/Program.cs" <<'PROGRAM'
+using Events.AspNetCore;
 using Events.CSharp;
 using Marten;
 
 var builder = WebApplication.CreateBuilder(args);
 builder.Services.AddMarten(builder.Configuration.GetConnectionString("Marten") ?? "Host=localhost").UseLightweightSessions();
 builder.Services.AddEvents(options => options.On<Greeting>().Handle<Greet>("greet")).UseMartenStore();
+builder.Services.AddHealthChecks().AddEventsHealthChecks();
+var app = builder.Build();
+app.MapEventsAdmin("/ops/events").RequireAuthorization();
 Console.WriteLine($"configured: {builder.Services.Count} services");
 
 [EventName("greeting.sent")]
@@ -154,7 +162,7 @@ check "a fresh project restores Events.CSharp from the folder and builds" \
 check "Events.CSharp alone does not pull Marten" no_marten
 check "the fresh project runs a handler" dotnet run --project "$work/App" -c Release --no-build
 cat "$work/check.log" | sed 's/^/    /'
-check "a fresh project restores Events.CSharp.Marten and builds a handler class taking IDocumentSession" \
+check "a fresh project restores Events.CSharp.Marten and Events.AspNetCore and builds a handler class taking IDocumentSession, the admin endpoints and health checks" \
   dotnet build "$work/MartenApp" -c Release --configfile "$work/nuget.config"
 
 if [ -n "${EVENTS_TEST_COUNTS:-}" ]; then
