@@ -86,6 +86,28 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                         Expect.equal stats.UnprocessedEvents 1L "the bad one is left for a later round"
                     }
 
+                testCaseTask
+                    "fan-out commits are bounded by bytes: 40 events of 500 KB for 10 handlers (200 MB) go in several commits"
+                <| fun () ->
+                    task {
+                        let handlers = [ for h in 1..10 -> "big.thing", $"h%d{h}", succeed, [] ]
+
+                        let! engine, store = faulty (configure handlers) ExecutorOptions.Default
+                        let data = {| blob = String('x', 500_000) |}
+                        let! _ = Task.WhenAll [ for _ in 1..40 -> engine.Raise("big.thing", data) ]
+                        let! processed = engine.Processor.ProcessAsync CancellationToken.None
+                        Expect.equal processed 40 "one claim takes all 40"
+                        let! requests = engine.RequestsAsync()
+                        Expect.equal requests.Length 400 "every request is made in the round"
+                        let commits = store.CommitBytes
+                        Expect.isGreaterThan commits.Length 1 "in several commits"
+
+                        Expect.all
+                            commits
+                            (fun bytes -> bytes <= Processor.MaxCommitBytes + 10L * 500_100L)
+                            "none much above the bound (a commit holds at least one event)"
+                    }
+
                 testCaseTask "an outcome the store cannot write fails alone: its siblings in the batch are written"
                 <| fun () ->
                     task {

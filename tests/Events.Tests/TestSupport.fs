@@ -110,6 +110,7 @@ let toList (items: IAsyncEnumerable<'item>) : Task<'item list> =
 type FaultyStore(inner: IEventStore) =
     let mutable failNextCommit = false
     let poisoned = Collections.Concurrent.ConcurrentDictionary<Guid, unit>()
+    let commitBytes = Collections.Concurrent.ConcurrentQueue<int64>()
 
     /// The store it passes everything to.
     member _.Inner = inner
@@ -121,6 +122,9 @@ type FaultyStore(inner: IEventStore) =
     /// a row the database refuses would.
     member _.Poison(eventId: Guid) = poisoned[eventId] <- ()
 
+    /// The bytes of event data each fan-out commit carried (summed over its requests), in order.
+    member _.CommitBytes = List.ofSeq commitBytes
+
     interface IEventStore with
         member _.AppendAsync(events, cancellationToken) =
             inner.AppendAsync(events, cancellationToken)
@@ -129,6 +133,10 @@ type FaultyStore(inner: IEventStore) =
             inner.ClaimEventsAsync(limit, now, leaseFor, cancellationToken)
 
         member _.CommitProcessingAsync(processed, cancellationToken) =
+            processed
+            |> List.sumBy (fun item -> item.Requests |> List.sumBy (fun request -> int64 request.EventData.Json.Length))
+            |> commitBytes.Enqueue
+
             if processed |> List.exists (fun item -> poisoned.ContainsKey item.EventId) then
                 Task.FromException<_>(InvalidOperationException "injected: the database refuses a row")
             elif failNextCommit then
