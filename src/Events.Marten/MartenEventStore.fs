@@ -11,255 +11,6 @@ open Npgsql
 open NpgsqlTypes
 open global.Events
 
-/// Settings of a Marten event store.
-type MartenEventStoreOptions =
-    {
-        /// The most lapsed leases one request claim recovers; the rest are recovered by the next claims
-        /// (default 1000).
-        MaxRecoveredPerClaim: int
-        /// Whether to keep a connection listening for other processes' work notifications, raising
-        /// `WorkArrived` (default true).
-        ListenForWork: bool
-        /// The first wait before the listener reconnects after a failure; it doubles on each failure
-        /// up to `MaxReconnectDelay` (default 1 s).
-        ReconnectDelay: TimeSpan
-        /// The longest wait before the listener reconnects (default 30 s).
-        MaxReconnectDelay: TimeSpan
-        /// How long the listener waits for a notification before it checks that its connection is alive
-        /// (a connection dropped without a reset would otherwise wait forever; default 30 s).
-        ListenerProbeInterval: TimeSpan
-        /// Leases and claims are judged and set by the database's clock (the default), so that clocks
-        /// that differ between machines cannot hand a live lease to another process; when false, by the
-        /// times the engine passes (its `TimeProvider`: simulated time in tests).
-        DatabaseClock: bool
-        /// The clock the engine's times come from (default the system's): with `DatabaseClock`, a
-        /// renewal's end is turned into a duration from it.
-        Time: TimeProvider
-    }
-
-    /// Recovers at most 1000 lapsed leases per claim, listens (probing its connection every 30 s),
-    /// reconnects after 1 s doubling to 30 s, judges leases by the database's clock.
-    static member Default =
-        {
-            MaxRecoveredPerClaim = 1000
-            ListenForWork = true
-            ReconnectDelay = TimeSpan.FromSeconds 1.0
-            MaxReconnectDelay = TimeSpan.FromSeconds 30.0
-            ListenerProbeInterval = TimeSpan.FromSeconds 30.0
-            DatabaseClock = true
-            Time = TimeProvider.System
-        }
-
-/// A handler's own work in a lightweight Marten session, opened on first use, committed in the same
-/// database transaction as the request's outcome, and discarded when the outcome is refused.
-[<Sealed>]
-type MartenHandlerTransaction internal (store: IDocumentStore) =
-    let mutable session: IDocumentSession = null
-    let mutable disposed = false
-
-    /// The session for the handler's work: store and delete documents, append events
-    /// (`AppendEvents`); do not call SaveChanges, the store commits it with the outcome.
-    member _.Session: IDocumentSession =
-        if disposed then
-            raise (ObjectDisposedException(nameof MartenHandlerTransaction))
-
-        if isNull session then
-            session <- store.LightweightSession()
-
-        session
-
-    /// The session if it was opened.
-    member internal _.Opened: IDocumentSession option = Option.ofObj session
-
-    interface IHandlerTransaction with
-        member _.HasChanges =
-            not (isNull session)
-            && not disposed
-            && not (Seq.isEmpty (session.PendingChanges.Operations()))
-
-        member _.DisposeAsync() =
-            if disposed || isNull session then
-                disposed <- true
-                ValueTask.CompletedTask
-            else
-                disposed <- true
-                session.DisposeAsync()
-
-/// Parameters and readers for the store's SQL.
-[<RequireQualifiedAccess>]
-module internal Db =
-
-    let parameter (dbType: NpgsqlDbType) (value: obj) =
-        NpgsqlParameter(NpgsqlDbType = dbType, Value = (if isNull value then box DBNull.Value else value))
-
-    let array (dbType: NpgsqlDbType) (values: 'T[]) =
-        parameter (NpgsqlDbType.Array ||| dbType) values
-
-    let timestamp (value: DateTimeOffset) =
-        parameter NpgsqlDbType.TimestampTz (Documents.utc value)
-
-    let interval (value: TimeSpan) = parameter NpgsqlDbType.Interval value
-
-    /// A time as the JSON the documents hold (so SQL writes the same text as the serialiser).
-    let jsonTimestamp (value: DateTimeOffset) =
-        parameter NpgsqlDbType.Text (Documents.toJson (Documents.utc value))
-
-    let command (connection: NpgsqlConnection) (sql: string) (parameters: NpgsqlParameter list) =
-        let command = new NpgsqlCommand(sql, connection)
-
-        for p in parameters do
-            command.Parameters.Add p |> ignore
-
-        command
-
-    let batchCommand (sql: string) (parameters: NpgsqlParameter list) =
-        let command = NpgsqlBatchCommand(sql)
-
-        for p in parameters do
-            command.Parameters.Add p |> ignore
-
-        command
-
-    /// The rows' first column, read as text, in order.
-    let readTexts (reader: NpgsqlDataReader) (cancellationToken: CancellationToken) =
-        task {
-            let rows = ResizeArray<string>()
-
-            let! more = reader.ReadAsync cancellationToken
-            let mutable more = more
-
-            while more do
-                rows.Add(reader.GetString 0)
-                let! next = reader.ReadAsync cancellationToken
-                more <- next
-
-            return List.ofSeq rows
-        }
-
-    /// Rows of (id, text), in order.
-    let readIdTexts (reader: NpgsqlDataReader) (cancellationToken: CancellationToken) =
-        task {
-            let rows = ResizeArray<Guid * string>()
-
-            let! more = reader.ReadAsync cancellationToken
-            let mutable more = more
-
-            while more do
-                rows.Add(reader.GetGuid 0, reader.GetString 1)
-                let! next = reader.ReadAsync cancellationToken
-                more <- next
-
-            return List.ofSeq rows
-        }
-
-    /// The columns a request write sets, for one request, as arrays (one element per request).
-    /// The columns of request writes as arrays; `json` gives each row's JSON (its whole document for an
-    /// insert, its changed fields for an outcome).
-    let requestArraysWith (json: RequestDocument -> string) (documents: RequestDocument list) : NpgsqlParameter list =
-        let column f = documents |> Seq.map f |> Array.ofSeq
-
-        [
-            array NpgsqlDbType.Uuid (column _.Id)
-            array NpgsqlDbType.Text (column json)
-            array NpgsqlDbType.Text (column _.HandlerName)
-            array NpgsqlDbType.Text (column _.EventName)
-            array NpgsqlDbType.TimestampTz (column _.EventTimestamp)
-            array NpgsqlDbType.Integer (column _.Priority)
-            array NpgsqlDbType.Integer (column _.Errors)
-            array NpgsqlDbType.Integer (column _.MaxErrors)
-            array NpgsqlDbType.TimestampTz (column _.BackoffUntil)
-            array NpgsqlDbType.TimestampTz (column _.CompletedAt)
-            array NpgsqlDbType.TimestampTz (column _.CanceledAt)
-            array NpgsqlDbType.TimestampTz (column _.LeaseUntil)
-            array NpgsqlDbType.Uuid (column _.ClaimToken)
-        ]
-
-    /// The columns of request inserts, whole documents, as arrays.
-    let requestArrays (documents: RequestDocument list) =
-        requestArraysWith Documents.toJson documents
-
-    /// The columns of outcome writes, only the changed fields of each document, as arrays.
-    let outcomeArrays (documents: RequestDocument list) =
-        requestArraysWith Documents.outcomePatch documents
-
-    /// The columns a request write sets, for one request, as scalars.
-    let requestValues (document: RequestDocument) : NpgsqlParameter list =
-        let nullable (value: Nullable<'T>) =
-            if value.HasValue then box value.Value else null
-
-        [
-            parameter NpgsqlDbType.Text (Documents.toJson document)
-            parameter NpgsqlDbType.Text document.HandlerName
-            parameter NpgsqlDbType.Text document.EventName
-            parameter NpgsqlDbType.TimestampTz document.EventTimestamp
-            parameter NpgsqlDbType.Integer document.Priority
-            parameter NpgsqlDbType.Integer document.Errors
-            parameter NpgsqlDbType.Integer document.MaxErrors
-            parameter NpgsqlDbType.TimestampTz (nullable document.BackoffUntil)
-            parameter NpgsqlDbType.TimestampTz (nullable document.CompletedAt)
-            parameter NpgsqlDbType.TimestampTz (nullable document.CanceledAt)
-            parameter NpgsqlDbType.TimestampTz (nullable document.LeaseUntil)
-            parameter NpgsqlDbType.Uuid (nullable document.ClaimToken)
-        ]
-
-    /// Why a stored request refused an outcome or a renewal, from the shape code `Sql.recordOutcomes` and
-    /// `Sql.renewLeases` return.
-    let refusal (shape: int) : RequestError =
-        match shape with
-        | 1 -> RequestError.AlreadyCompleted
-        | 2 -> RequestError.AlreadyCanceled
-        | 4 -> RequestError.StaleToken
-        | 0
-        | 3 -> RequestError.NotRunning
-        | other -> invalidOp $"unknown request shape %d{other} from the outcome statement"
-
-/// Enumerates a table page by page in (event time, id) order, each page read when needed.
-[<Sealed>]
-type private PagedEnumerable<'item>
-    (
-        fetch: (DateTimeOffset * Guid) option -> CancellationToken -> Task<('item * DateTimeOffset * Guid) list>,
-        pageSize: int,
-        cancellationToken: CancellationToken
-    ) =
-    interface IAsyncEnumerable<'item> with
-        member _.GetAsyncEnumerator(enumeratorToken) =
-            let buffer = Queue<'item>()
-            let key = ref None
-            let finished = ref false
-            let current = ref Unchecked.defaultof<'item>
-
-            let token =
-                CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, enumeratorToken)
-
-            { new IAsyncEnumerator<'item> with
-                member _.Current = current.Value
-
-                member _.MoveNextAsync() =
-                    ValueTask<bool>(
-                        task {
-                            if buffer.Count = 0 && not finished.Value then
-                                let! page = fetch key.Value token.Token
-
-                                for item, timestamp, id in page do
-                                    buffer.Enqueue item
-                                    key.Value <- Some(timestamp, id)
-
-                                if List.length page < pageSize then
-                                    finished.Value <- true
-
-                            if buffer.Count = 0 then
-                                return false
-                            else
-                                current.Value <- buffer.Dequeue()
-                                return true
-                        }
-                    )
-
-                member _.DisposeAsync() =
-                    token.Dispose()
-                    ValueTask.CompletedTask
-            }
-
 /// The store port on Marten and PostgreSQL: events and handler requests are Marten documents (see
 /// `UseEventsDocuments`); the hot paths (claims, fan-out commits, outcomes) are single SQL statements
 /// over their duplicated columns and partial indexes, safe for many processes sharing the database
@@ -312,13 +63,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
     let itemsSetAside = Event<SetAsideItem list>()
     let wakeups = Wakeups.For store
     let heard = wakeups.Local.Subscribe workArrived.Trigger
-    let listenerFailed = Event<exn>()
-    let stopping = new CancellationTokenSource()
 
-    let mutable listening =
-        TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
-
-    let mutable listener: Task = Task.CompletedTask
     let mutable disposed = 0
     let mutable schemaReady = false
     let schemaGate = new SemaphoreSlim(1, 1)
@@ -558,66 +303,12 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                 return results
         }
 
-    let listen () =
-        task {
-            let token = stopping.Token
-            let mutable delay = options.ReconnectDelay
-            let mutable connectedBefore = false
-
-            while not token.IsCancellationRequested do
-                try
-                    use! connection = openConnection token
-
-                    connection.Notification.Add(fun notification ->
-                        match notification.Payload with
-                        | Sql.EventsPayload -> workArrived.Trigger WorkSignal.EventsAppended
-                        | Sql.RequestsPayload -> workArrived.Trigger WorkSignal.RequestsReady
-                        | _ -> ())
-
-                    use command = Db.command connection (Sql.listen layout.Channel) []
-                    let! _ = command.ExecuteNonQueryAsync token
-
-                    if connectedBefore then
-                        // Work may have arrived while no one listened.
-                        workArrived.Trigger WorkSignal.EventsAppended
-                        workArrived.Trigger WorkSignal.RequestsReady
-
-                    connectedBefore <- true
-                    delay <- options.ReconnectDelay
-                    listening.TrySetResult() |> ignore
-
-                    use probe = Db.command connection Sql.Probe []
-
-                    while true do
-                        let! notified = connection.WaitAsync(options.ListenerProbeInterval, token)
-
-                        if not notified then
-                            // Quiet for a while: a query fails if the connection is gone.
-                            let! _ = probe.ExecuteScalarAsync token
-                            ()
-                with
-                | :? OperationCanceledException when token.IsCancellationRequested -> ()
-                | error ->
-                    // Any failure of the connection (the server restarted, the network dropped): wait,
-                    // then connect again. The caller learns of it through ListenerFailed.
-                    if listening.Task.IsCompleted then
-                        listening <- TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
-
-                    listenerFailed.Trigger error
-
-                    try
-                        do! Task.Delay(delay, token)
-                    with :? OperationCanceledException ->
-                        ()
-
-                    delay <- min (delay * 2.0) options.MaxReconnectDelay
-        }
+    let listener =
+        new WorkListener(openConnection, layout.Channel, options, workArrived.Trigger)
 
     do
         if options.ListenForWork then
-            listener <- Task.Run<unit>(fun () -> listen ())
-        else
-            listening.TrySetResult() |> ignore
+            listener.Start()
 
     /// The fewest pooled connections the store works with: the listener's, a claim's and an outcome
     /// write's at once.
@@ -694,11 +385,15 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
 
     /// Completes when the work listener is connected and listening; after a failure, the task read then
     /// completes once it listens again. Completed at once when the store does not listen.
-    member _.WhenListening: Task = listening.Task
+    member _.WhenListening: Task =
+        if options.ListenForWork then
+            listener.WhenListening
+        else
+            Task.CompletedTask
 
     /// Raised when the work listener's connection fails (it reconnects after a wait).
     [<CLIEvent>]
-    member _.ListenerFailed: IEvent<exn> = listenerFailed.Publish
+    member _.ListenerFailed: IEvent<exn> = listener.Failed
 
     /// Stops the listener, and disposes the document store if this store built it.
     member _.DisposeAsync() : ValueTask =
@@ -708,9 +403,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
             ValueTask(
                 task {
                     heard.Dispose()
-                    stopping.Cancel()
-                    do! listener
-                    stopping.Dispose()
+                    do! listener.StopAsync()
 
                     if ownsStore then
                         store.Dispose()
