@@ -46,11 +46,27 @@ module Attempt =
     [<Literal>]
     let PanicPrefix = "recovered panic while executing handler request: "
 
+    /// The most of a thrown exception's stack an error keeps, in characters.
+    [<Literal>]
+    let MaxStack = 8192
+
+    /// A thrown exception as an error keeps it, as .NET prints one: its type and message, then its
+    /// stack (at most `MaxStack` characters), so that a person and the triage can read the type and the
+    /// frames (the Go framework's recovered panic keeps its stack too).
+    let describe (error: exn) =
+        let head = $"%s{error.GetType().FullName}: %s{error.Message}"
+
+        match error.StackTrace with
+        | null
+        | "" -> head
+        | stack when stack.Length > MaxStack -> head + "\n" + stack.Substring(0, MaxStack)
+        | stack -> head + "\n" + stack
+
     /// The error recorded for a failed result; none for the results that record no failure.
     let error (result: AttemptResult) : string option =
         match result with
         | AttemptResult.Failed error -> Some error
-        | AttemptResult.Threw error -> Some(PanicPrefix + error.Message)
+        | AttemptResult.Threw error -> Some(PanicPrefix + describe error)
         | AttemptResult.TimedOut timeout -> Some $"handler timed out after %O{timeout}"
         | AttemptResult.Succeeded
         | AttemptResult.Interrupted

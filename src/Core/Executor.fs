@@ -76,6 +76,8 @@ type Executor
         task {
             let retryable = not (HandlerRequest.isDead request)
             let error = request.LastError |> Option.defaultValue ""
+            // The log line shows the error's first line; a thrown handler's stack goes with its exception.
+            let summary = error.Split('\n')[0]
             instruments.RequestsFailed.Add(1L, instruments.RequestFailureTags(request, retryable))
 
             let! reported =
@@ -101,7 +103,7 @@ type Executor
                 "error while executing handler request {RequestId} ({HandlerName}): {Error}; last attempt at {LastAttemptAt}, error reported: {ErrorReported}, retryable: {Retryable}, errors: {Errors}",
                 request.Id,
                 request.HandlerName.Value,
-                error,
+                summary,
                 Log.time request.LastAttemptAt,
                 reported,
                 retryable,

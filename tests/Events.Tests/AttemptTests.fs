@@ -127,12 +127,30 @@ let tests =
                 | AttemptDecision.Record _
                 | AttemptDecision.Abandon -> false
 
-            testCase "a thrown handler's error is the Go framework's recovered panic"
+            testCase
+                "a thrown handler's error is the Go framework's recovered panic, with the exception's type and stack"
             <| fun () ->
                 Expect.equal
                     (Attempt.error (AttemptResult.Threw(InvalidOperationException "boom")))
-                    (Some "recovered panic while executing handler request: boom")
-                    "the Go text, then the exception's message"
+                    (Some "recovered panic while executing handler request: System.InvalidOperationException: boom")
+                    "the Go text, then the exception's type and message (a never-thrown exception has no stack)"
+
+                let thrown =
+                    try
+                        raise (ArgumentException "bad argument")
+                    with error ->
+                        error
+
+                let recorded = Attempt.error (AttemptResult.Threw thrown) |> Option.defaultValue ""
+
+                Expect.stringStarts
+                    recorded
+                    "recovered panic while executing handler request: System.ArgumentException: bad argument\n   at "
+                    "a thrown one keeps its stack, as .NET prints it"
+
+                let fingerprint = ErrorFingerprint.ofError recorded
+                Expect.equal fingerprint.ExceptionType (Some "System.ArgumentException") "triage reads the type"
+                Expect.isNonEmpty fingerprint.Frames "and the application's own frames"
 
             testCase "a timed-out handler's error names its timeout"
             <| fun () ->
