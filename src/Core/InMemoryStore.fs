@@ -124,6 +124,9 @@ type InMemoryStore(?options: InMemoryStoreOptions) =
 
     let workArrived = Event<WorkSignal>()
     let fanOuts = ResizeArray<IAppendFanOut>()
+    let setAside = Dictionary<struct (StoredItemKind * Guid), SetAsideItem * int64>()
+    let mutable setAsideOrder = 0L
+    let itemsSetAside = Event<SetAsideItem list>()
 
     let eventKey (event: Event) : TimeKey = struct (event.Timestamp, event.Id)
 
@@ -372,6 +375,106 @@ type InMemoryStore(?options: InMemoryStoreOptions) =
                 DeadEventNames = deadEventNames.Count
                 DeadHandlerNames = deadHandlerNames.Count
             })
+
+    interface ISetAsideItems with
+        member _.SetAsideAsync cancellationToken =
+            guarded cancellationToken (fun () ->
+                lock gate (fun () -> setAside.Values |> Seq.sortBy snd |> Seq.map fst |> List.ofSeq))
+
+        member _.SetItemAsideAsync(kind, id, reason, cancellationToken) =
+            guarded cancellationToken (fun () ->
+                let reason = HandlerRequest.storable reason
+
+                let aside =
+                    lock gate (fun () ->
+                        if setAside.ContainsKey(struct (kind, id)) then
+                            None
+                        else
+                            let found =
+                                match kind with
+                                | StoredItemKind.Event ->
+                                    match events.TryGetValue id with
+                                    | true, entry ->
+                                        unprocessed.Remove(eventKey entry.Event) |> ignore
+                                        unclaimed.Remove(eventKey entry.Event) |> ignore
+
+                                        match entry.Claim with
+                                        | ValueSome(struct (_, until)) ->
+                                            eventClaims.Remove(struct (until, id)) |> ignore
+                                            entry.Claim <- ValueNone
+                                        | ValueNone -> ()
+
+                                        Some(string entry.Event.Data)
+                                    | false, _ -> None
+                                | StoredItemKind.Request ->
+                                    match requests.TryGetValue id with
+                                    | true, stored ->
+                                        removeFromIndexes stored
+
+                                        // As on PostgreSQL, a lease is dropped: the attempt's outcome is refused.
+                                        match stored.State with
+                                        | RequestState.Running _ ->
+                                            requests[id] <-
+                                                { stored with
+                                                    State = RequestState.Runnable None
+                                                }
+                                        | RequestState.Runnable _
+                                        | RequestState.Completed _
+                                        | RequestState.Dead
+                                        | RequestState.Canceled _ -> ()
+
+                                        Some(string stored.EventData)
+                                    | false, _ -> None
+
+                            found
+                            |> Option.map (fun stored ->
+                                let item =
+                                    {
+                                        Kind = kind
+                                        Id = id
+                                        Reason = reason
+                                        Stored = stored
+                                    }
+
+                                setAsideOrder <- setAsideOrder + 1L
+                                setAside[struct (kind, id)] <- (item, setAsideOrder)
+                                item))
+
+                match aside with
+                | Some item ->
+                    itemsSetAside.Trigger [ item ]
+                    true
+                | None -> false)
+
+        member _.RestoreAsync(kind, id, cancellationToken) =
+            guarded cancellationToken (fun () ->
+                let restored =
+                    lock gate (fun () ->
+                        if not (setAside.Remove(struct (kind, id))) then
+                            false
+                        else
+                            match kind with
+                            | StoredItemKind.Event ->
+                                let entry = events[id]
+
+                                if not (Event.isProcessed entry.Event) then
+                                    unprocessed.Add(eventKey entry.Event) |> ignore
+                                    unclaimed.Add(eventKey entry.Event) |> ignore
+                            | StoredItemKind.Request -> addToIndexes requests[id]
+
+                            true)
+
+                if restored then
+                    workArrived.Trigger(
+                        match kind with
+                        | StoredItemKind.Event -> WorkSignal.EventsAppended
+                        | StoredItemKind.Request -> WorkSignal.RequestsReady
+                    )
+
+                restored)
+
+        [<CLIEvent>]
+        member _.ItemsSetAside = itemsSetAside.Publish
 
     interface IFanOutOnAppend with
         member _.UseFanOut(fanOut: IAppendFanOut) =

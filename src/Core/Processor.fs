@@ -24,6 +24,9 @@ type Processor
 
     let requestsCreated = Event<unit>()
 
+    /// Failed commits of events that failed alone, by event, in a row (this process's count).
+    let commitFailures = System.Collections.Concurrent.ConcurrentDictionary<Guid, int>()
+
     let release (claims: ClaimedEvent list) =
         task {
             if not claims.IsEmpty then
@@ -128,6 +131,9 @@ type Processor
 
                     match result with
                     | Ok() ->
+                        if not commitFailures.IsEmpty then
+                            commitFailures.TryRemove claim.Event.Id |> ignore
+
                         instruments.EventsProcessed.Add(1L, tags)
 
                         instruments.ProcessingTime.Record(
@@ -158,7 +164,46 @@ type Processor
                     if not (isNull activity) then
                         activity.Dispose()
 
-                do! release [ for claim, _, _ in ready -> claim ]
+                // An event that fails alone, again and again, is set aside (where the store can) rather
+                // than retried at the head of every round forever.
+                let settingAside =
+                    match store, ready with
+                    | :? ISetAsideItems as items, [| claim, _, _ |] ->
+                        let failures =
+                            commitFailures.AddOrUpdate(claim.Event.Id, 1, (fun _ count -> count + 1))
+
+                        if failures >= Processor.MaxCommitFailures then
+                            commitFailures.TryRemove claim.Event.Id |> ignore
+                            Some(items, claim)
+                        else
+                            None
+                    | _ -> None
+
+                match settingAside with
+                | Some(items, claim) ->
+                    try
+                        let reason =
+                            $"its fan-out failed to commit %d{Processor.MaxCommitFailures} times in a row: %s{error.Message}"
+
+                        let! _ =
+                            items.SetItemAsideAsync(
+                                StoredItemKind.Event,
+                                claim.Event.Id,
+                                reason,
+                                CancellationToken.None
+                            )
+
+                        ()
+                    with aside ->
+                        logger.LogError(
+                            Log.ProcessingFailed,
+                            aside,
+                            "error setting event {EventId} aside",
+                            claim.Event.Id
+                        )
+
+                        do! release [ claim ]
+                | None -> do! release [ for claim, _, _ in ready -> claim ]
         }
 
     /// Commits the prepared fan-outs in batches of at most about `MaxCommitBytes` of requests (an event's
@@ -188,6 +233,10 @@ type Processor
             for chunk in chunks do
                 do! commitSplitting (chunk.ToArray())
         }
+
+    /// How many times in a row an event's fan-out may fail to commit on its own before the processor
+    /// sets it aside (where the store can set items aside): 5.
+    static member MaxCommitFailures = 5
 
     /// The most a fan-out commit carries, roughly, in bytes of requests: 16 MiB.
     static member MaxCommitBytes = 16L * 1024L * 1024L

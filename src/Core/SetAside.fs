@@ -32,6 +32,15 @@ type ISetAsideItems =
     /// The items set aside so far, oldest first.
     abstract SetAsideAsync: cancellationToken: CancellationToken -> Task<SetAsideItem list>
 
-    /// Raised with the items a claim set aside, once they are.
+    /// Sets one stored item aside with a reason (the processor does, for an event whose processing
+    /// keeps failing); whether it was found and not set aside already. Raises `ItemsSetAside`.
+    abstract SetItemAsideAsync:
+        kind: StoredItemKind * id: Guid * reason: string * cancellationToken: CancellationToken -> Task<bool>
+
+    /// Puts a set-aside item back where it was (a person fixed what was wrong): claimable again;
+    /// whether it was set aside.
+    abstract RestoreAsync: kind: StoredItemKind * id: Guid * cancellationToken: CancellationToken -> Task<bool>
+
+    /// Raised with the items the store set aside, once they are.
     [<CLIEvent>]
     abstract ItemsSetAside: IEvent<SetAsideItem list>

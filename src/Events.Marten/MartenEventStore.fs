@@ -444,6 +444,66 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                 return List.ofSeq items
             }
 
+        member _.SetItemAsideAsync(kind, id, reason, cancellationToken) =
+            task {
+                use! connection = openConnection cancellationToken
+
+                let table, sql =
+                    match kind with
+                    | StoredItemKind.Event -> tables.Events, setAsideEventsSql
+                    | StoredItemKind.Request -> tables.Requests, setAsideRequestsSql
+
+                let reason = HandlerRequest.storable reason
+
+                use read =
+                    Db.command
+                        connection
+                        $"SELECT data::text FROM %s{table} WHERE id = $1 AND set_aside IS NULL"
+                        [ Db.parameter NpgsqlDbType.Uuid id ]
+
+                let! stored = read.ExecuteScalarAsync cancellationToken
+
+                match stored with
+                | :? string as stored ->
+                    use command =
+                        Db.command
+                            connection
+                            sql
+                            [ Db.array NpgsqlDbType.Uuid [| id |]; Db.array NpgsqlDbType.Text [| reason |] ]
+
+                    let! changed = command.ExecuteNonQueryAsync cancellationToken
+
+                    if changed > 0 then
+                        itemsSetAside.Trigger
+                            [
+                                {
+                                    Kind = kind
+                                    Id = id
+                                    Reason = reason
+                                    Stored = stored
+                                }
+                            ]
+
+                    return changed > 0
+                | _ -> return false
+            }
+
+        member _.RestoreAsync(kind, id, cancellationToken) =
+            task {
+                use! connection = openConnection cancellationToken
+
+                let table =
+                    match kind with
+                    | StoredItemKind.Event -> tables.Events
+                    | StoredItemKind.Request -> tables.Requests
+
+                use command =
+                    Db.command connection (Sql.restore table) [ Db.parameter NpgsqlDbType.Uuid id ]
+
+                let! changed = command.ExecuteNonQueryAsync cancellationToken
+                return changed > 0
+            }
+
         [<CLIEvent>]
         member _.ItemsSetAside = itemsSetAside.Publish
 

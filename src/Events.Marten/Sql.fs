@@ -377,6 +377,10 @@ WHERE t.id = aside.id"""
     let setAsideRequests (tables: Tables) =
         setAside tables.Requests Columns.LeaseUntil
 
+    /// Puts the row with id $1 back if it is set aside; the count of rows changed.
+    let restore (table: string) =
+        $"UPDATE %s{table} SET set_aside = NULL, mt_last_modified = transaction_timestamp() WHERE id = $1 AND set_aside IS NOT NULL"
+
     /// The rows set aside in a table, oldest first: id, reason, raw document.
     let setAsideRows (table: string) =
         $"SELECT id, set_aside, data::text FROM %s{table} WHERE set_aside IS NOT NULL ORDER BY mt_last_modified, id"

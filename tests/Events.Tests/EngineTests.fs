@@ -108,6 +108,46 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                             "none much above the bound (a commit holds at least one event)"
                     }
 
+                testCaseTask
+                    "an event whose fan-out keeps failing alone is set aside after 5 tries, listed, and restored by a person"
+                <| fun () ->
+                    task {
+                        let! engine, store =
+                            faulty (configure [ "thing.happened", "h", succeed, [] ]) ExecutorOptions.Default
+
+                        let! events = Task.WhenAll [ for _ in 1..3 -> engine.Raise("thing.happened", {| |}) ]
+                        let bad = events[0]
+                        store.Poison bad.Id
+
+                        for _ in 1 .. Processor.MaxCommitFailures do
+                            let! _ = engine.Processor.ProcessAsync CancellationToken.None
+                            ()
+
+                        let aside = store :> ISetAsideItems
+                        let! listed = aside.SetAsideAsync CancellationToken.None
+
+                        Expect.equal
+                            (listed |> List.map (fun item -> item.Kind, item.Id))
+                            [ StoredItemKind.Event, bad.Id ]
+                            "the event is set aside after its fifth failure alone"
+
+                        Expect.stringContains listed.Head.Reason "5 times" "with the reason"
+                        let! claimed = engine.Processor.ProcessAsync CancellationToken.None
+                        Expect.equal claimed 0 "it is claimed no more"
+                        let! requests = engine.RequestsAsync()
+                        Expect.equal requests.Length 2 "the two events beside it were fanned out"
+                        store.Heal bad.Id
+
+                        let! restored =
+                            aside.RestoreAsync(StoredItemKind.Event, bad.Id, CancellationToken.None)
+
+                        Expect.isTrue restored "a person puts it back"
+                        let! claimed = engine.Processor.ProcessAsync CancellationToken.None
+                        Expect.equal claimed 1 "and it is processed"
+                        let! listed = aside.SetAsideAsync CancellationToken.None
+                        Expect.isEmpty listed "nothing is set aside any more"
+                    }
+
                 testCaseTask "an outcome the store cannot write fails alone: its siblings in the batch are written"
                 <| fun () ->
                     task {

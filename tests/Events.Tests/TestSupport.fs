@@ -122,8 +122,24 @@ type FaultyStore(inner: IEventStore) =
     /// a row the database refuses would.
     member _.Poison(eventId: Guid) = poisoned[eventId] <- ()
 
+    /// Lets the batches holding this event through again.
+    member _.Heal(eventId: Guid) = poisoned.TryRemove eventId |> ignore
+
     /// The bytes of event data each fan-out commit carried (summed over its requests), in order.
     member _.CommitBytes = List.ofSeq commitBytes
+
+    interface ISetAsideItems with
+        member _.SetAsideAsync cancellationToken =
+            (inner :?> ISetAsideItems).SetAsideAsync cancellationToken
+
+        member _.SetItemAsideAsync(kind, id, reason, cancellationToken) =
+            (inner :?> ISetAsideItems).SetItemAsideAsync(kind, id, reason, cancellationToken)
+
+        member _.RestoreAsync(kind, id, cancellationToken) =
+            (inner :?> ISetAsideItems).RestoreAsync(kind, id, cancellationToken)
+
+        [<CLIEvent>]
+        member _.ItemsSetAside = (inner :?> ISetAsideItems).ItemsSetAside
 
     interface IEventStore with
         member _.AppendAsync(events, cancellationToken) =
