@@ -89,6 +89,14 @@ public static class EventsAdminEndpoints
                 ? Json(EventView.Of(details))
                 : NotFound("event", id));
 
+        group.MapGet("/set-aside", async (IEventsAdmin admin, CancellationToken token) =>
+            Json(await admin.GetSetAsideItemsAsync(token).ConfigureAwait(false)));
+
+        group.MapPost("/set-aside/{kind}/{id:guid}/restore", async (IEventsAdmin admin, SetAsideKind kind, Guid id, CancellationToken token) =>
+            await admin.RestoreSetAsideItemAsync(kind, id, token).ConfigureAwait(false)
+                ? Results.NoContent()
+                : NotFound("set-aside item", id));
+
         group.MapGet("/triage", (IEventsAdmin admin, HttpRequest request, CancellationToken token) =>
             Guarded(async () =>
             {

@@ -165,7 +165,39 @@ public interface IEventsAdmin
         int canaries,
         TimeSpan wait,
         CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// The stored items the store set aside, oldest first: rows it could not read (a hand-edited row, say) and
+    /// events whose fan-out kept failing on their own. They are in no claim, gauge or page until restored.
+    /// </summary>
+    /// <param name="cancellationToken">Cancels the query.</param>
+    /// <returns>The items; empty for a store that sets nothing aside.</returns>
+    Task<IReadOnlyList<SetAsideItem>> GetSetAsideItemsAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>Puts a set-aside item back once what was wrong with it is fixed: it is claimed again.</summary>
+    /// <param name="kind">An event or a handler request.</param>
+    /// <param name="id">Its id.</param>
+    /// <param name="cancellationToken">Cancels the command.</param>
+    /// <returns>Whether it was set aside.</returns>
+    Task<bool> RestoreSetAsideItemAsync(SetAsideKind kind, Guid id, CancellationToken cancellationToken = default);
 }
+
+/// <summary>What kind of stored item was set aside.</summary>
+public enum SetAsideKind
+{
+    /// <summary>An event.</summary>
+    Event,
+
+    /// <summary>A handler request.</summary>
+    Request,
+}
+
+/// <summary>A stored item the store set aside, with the reason and its stored text as found.</summary>
+/// <param name="Kind">An event or a handler request.</param>
+/// <param name="Id">Its id.</param>
+/// <param name="Reason">Why it was set aside.</param>
+/// <param name="Stored">Its stored text (JSON), as found.</param>
+public sealed record SetAsideItem(SetAsideKind Kind, Guid Id, string Reason, string Stored);
 
 /// <summary>A filter and a page over dead requests. Empty name lists mean no filter on that field.</summary>
 public sealed record DeadRequestQuery

@@ -398,6 +398,28 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
     }
 
     /// <inheritdoc/>
+    public async Task<IReadOnlyList<SetAsideItem>> GetSetAsideItemsAsync(CancellationToken cancellationToken = default)
+    {
+        if (store is not ISetAsideItems items)
+        {
+            return [];
+        }
+
+        var found = await items.SetAsideAsync(cancellationToken).ConfigureAwait(false);
+        return [.. found.Select(item => new SetAsideItem(KindOf(item.Kind), item.Id, item.Reason, item.Stored))];
+    }
+
+    /// <inheritdoc/>
+    public async Task<bool> RestoreSetAsideItemAsync(SetAsideKind kind, Guid id, CancellationToken cancellationToken = default) =>
+        store is ISetAsideItems items
+        && await items.RestoreAsync(
+                kind == SetAsideKind.Event ? StoredItemKind.Event : StoredItemKind.Request, id, cancellationToken)
+            .ConfigureAwait(false);
+
+    private static SetAsideKind KindOf(StoredItemKind kind) =>
+        kind.IsEvent ? SetAsideKind.Event : SetAsideKind.Request;
+
+    /// <inheritdoc/>
     public async Task<CanaryResult> CanaryRedriveAsync(
         BulkRequest request,
         int canaries,

@@ -84,6 +84,49 @@ public class AdminEndpointTests(PostgresFixture fixture) : IClassFixture<Postgre
     }
 
     [Fact]
+    public async Task Set_aside_rows_are_listed_and_restored_through_the_endpoints_on_Marten()
+    {
+        await using var app = await OnMartenAsync();
+        var client = Client(app);
+        var events = app.Services.GetRequiredService<IEventPublisher>();
+        var admin = app.Services.GetRequiredService<IEventsAdmin>();
+        await events.RaiseApplicationEventAsync("order.placed", new { order = 1 });
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while (await admin.CountRequestsAsync(new RequestFilter { Statuses = [RequestStatus.Completed] }) < 1)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the request did not complete in time");
+            await Task.Delay(25);
+        }
+
+        // A person edits the completed request by hand: runnable again, with a name no handler has.
+        var completed = (await admin.QueryRequestsAsync(new RequestFilter { Statuses = [RequestStatus.Completed] })).Requests.Single();
+        await using (var session = app.Services.GetRequiredService<IDocumentStore>().LightweightSession())
+        {
+            session.QueueSqlCommand(
+                "update mt_doc_events_request set completed_at = null, data = jsonb_set(data - 'completedAt', '{handlerName}', '\"\"') where id = ?",
+                completed.Id);
+            await session.SaveChangesAsync();
+        }
+
+        JsonElement listed = default;
+        while (listed.ValueKind != JsonValueKind.Array || listed.GetArrayLength() == 0)
+        {
+            Assert.True(DateTime.UtcNow < deadline.AddSeconds(20), "the edited row was not set aside in time");
+            await Task.Delay(25);
+            listed = await GetJsonAsync(client, "/ops/events/set-aside");
+        }
+
+        var item = listed.EnumerateArray().Single();
+        Assert.Equal("Request", item.GetProperty("kind").GetString());
+        Assert.Equal(completed.Id, item.GetProperty("id").GetGuid());
+        Assert.False(string.IsNullOrEmpty(item.GetProperty("reason").GetString()));
+        var restored = await client.PostAsync($"/ops/events/set-aside/Request/{completed.Id}/restore", null);
+        Assert.Equal(HttpStatusCode.NoContent, restored.StatusCode);
+        var again = await client.PostAsync($"/ops/events/set-aside/Request/{completed.Id}/restore", null);
+        Assert.Equal(HttpStatusCode.NotFound, again.StatusCode);
+    }
+
+    [Fact]
     public async Task Nothing_is_mapped_unless_the_application_asks()
     {
         await using var app = InMemory(mapAdmin: false);
