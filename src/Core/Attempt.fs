@@ -9,8 +9,12 @@ type AttemptResult =
     | Succeeded
     /// The handler returned an ordinary failure.
     | Failed of error: string
+    /// The handler returned a permanent failure: no retry.
+    | FailedPermanently of error: string
     /// The handler threw (the analogue of a Go panic).
     | Threw of exn
+    /// The handler threw an exception its options name as permanent: no retry.
+    | ThrewPermanently of exn
     /// The handler overran its timeout.
     | TimedOut of TimeSpan
     /// A hard shutdown canceled the handler.
@@ -65,8 +69,10 @@ module Attempt =
     /// The error recorded for a failed result; none for the results that record no failure.
     let error (result: AttemptResult) : string option =
         match result with
-        | AttemptResult.Failed error -> Some error
-        | AttemptResult.Threw error -> Some(PanicPrefix + describe error)
+        | AttemptResult.Failed error
+        | AttemptResult.FailedPermanently error -> Some error
+        | AttemptResult.Threw error
+        | AttemptResult.ThrewPermanently error -> Some(PanicPrefix + describe error)
         | AttemptResult.TimedOut timeout -> Some $"handler timed out after %O{timeout}"
         | AttemptResult.Succeeded
         | AttemptResult.Interrupted
@@ -77,7 +83,9 @@ module Attempt =
         match result with
         | AttemptResult.Succeeded -> false
         | AttemptResult.Failed _
+        | AttemptResult.FailedPermanently _
         | AttemptResult.Threw _
+        | AttemptResult.ThrewPermanently _
         | AttemptResult.TimedOut _
         | AttemptResult.Interrupted
         | AttemptResult.LostClaim -> true
@@ -101,7 +109,8 @@ module Attempt =
 
     /// What a handler's result means for the attempt named by `token`, ended at `at`, with `sample` in
     /// [0, 1) drawing a failure's backoff. A success records `Succeed` and commits the handler's own
-    /// transaction; a failure, a throw and a timeout record `Fail` with their error and discard it; a hard
+    /// transaction; a failure, a throw and a timeout record `Fail` with their error and discard it (a
+    /// permanent failure or throw records `FailPermanently`); a hard
     /// shutdown gives the claim back; a lost claim records nothing.
     let decide (token: Guid) (at: DateTimeOffset) (sample: float) (result: AttemptResult) : AttemptDecision =
         match result with
@@ -111,5 +120,9 @@ module Attempt =
         | AttemptResult.TimedOut _ ->
             let error = error result |> Option.defaultValue ""
             AttemptDecision.Record(RequestCommand.Fail(token, at, error, sample), false)
+        | AttemptResult.FailedPermanently _
+        | AttemptResult.ThrewPermanently _ ->
+            let error = error result |> Option.defaultValue ""
+            AttemptDecision.Record(RequestCommand.FailPermanently(token, at, error), false)
         | AttemptResult.Interrupted -> AttemptDecision.GiveBack "the handler was canceled by a hard shutdown"
         | AttemptResult.LostClaim -> AttemptDecision.Abandon

@@ -14,6 +14,9 @@ type HandlerOption =
     | Backoff of BackoffPolicy
     /// How long one attempt may run before it is canceled and counted as failed (default: none).
     | Timeout of TimeSpan
+    /// A thrown exception of this type (or one derived from it) is a permanent failure: the request is
+    /// dead at once, with no retry. The types are the code's: a request keeps none of them.
+    | PermanentOn of exceptionType: Type
 
 /// Why a configuration was refused.
 [<RequireQualifiedAccess>]
@@ -30,6 +33,8 @@ type ConfigError =
     | BackoffBaseNotPositive of TimeSpan
     /// An exponential backoff's cap was below its base.
     | BackoffCapBelowBase of baseDelay: TimeSpan * cap: TimeSpan
+    /// A permanent-failure type that is not an exception type (its full name).
+    | NotAnExceptionType of typeName: string
 
     /// A sentence that says what is wrong.
     member this.Message =
@@ -44,6 +49,7 @@ type ConfigError =
         | BackoffBaseNotPositive value -> $"an exponential backoff's base must be positive, got %O{value}"
         | BackoffCapBelowBase(baseDelay, cap) ->
             $"an exponential backoff's cap (%O{cap}) must not be below its base (%O{baseDelay})"
+        | NotAnExceptionType name -> $"a permanent failure must name an exception type, got %s{name}"
 
 /// The validated settings of one handler under one event.
 type HandlerSettings =
@@ -56,6 +62,8 @@ type HandlerSettings =
         Backoff: BackoffPolicy
         /// How long one attempt may run; none for no limit.
         Timeout: TimeSpan option
+        /// Exception types that fail a request permanently when thrown (none by default).
+        PermanentOn: Type list
     }
 
 /// Functions on handler settings.
@@ -69,6 +77,7 @@ module HandlerSettings =
             Priority = 50
             Backoff = BackoffPolicy.Default
             Timeout = None
+            PermanentOn = []
         }
 
     let private validateOption option : Validation<HandlerOption, ConfigError> =
@@ -76,6 +85,8 @@ module HandlerSettings =
         | HandlerOption.MaxErrors value when value < 1 -> Validation.error (ConfigError.MaxErrorsBelowOne value)
         | HandlerOption.Timeout value when value <= TimeSpan.Zero ->
             Validation.error (ConfigError.TimeoutNotPositive value)
+        | HandlerOption.PermanentOn value when isNull value || not (typeof<exn>.IsAssignableFrom value) ->
+            Validation.error (ConfigError.NotAnExceptionType(if isNull value then "null" else value.FullName))
         | HandlerOption.Backoff(BackoffPolicy.Exponential exponential) ->
             let baseError =
                 if exponential.Base <= TimeSpan.Zero then
@@ -95,6 +106,7 @@ module HandlerSettings =
         | HandlerOption.MaxErrors _
         | HandlerOption.Priority _
         | HandlerOption.Timeout _
+        | HandlerOption.PermanentOn _
         | HandlerOption.Backoff BackoffPolicy.Default -> Validation.ok option
 
     let private applyOption settings option =
@@ -103,6 +115,10 @@ module HandlerSettings =
         | HandlerOption.Priority value -> { settings with Priority = value }
         | HandlerOption.Backoff value -> { settings with Backoff = value }
         | HandlerOption.Timeout value -> { settings with Timeout = Some value }
+        | HandlerOption.PermanentOn value ->
+            { settings with
+                PermanentOn = settings.PermanentOn @ [ value ]
+            }
 
     /// Applies options in order to existing settings (later options win), reporting every invalid
     /// option at once.

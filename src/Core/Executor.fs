@@ -118,6 +118,7 @@ type Executor
         (handler: Handler)
         (context: HandlerContext)
         (timeout: TimeSpan option)
+        (permanentOn: Type list)
         (hardStop: CancellationToken)
         (lost: CancellationToken)
         (requestSpan: Activity)
@@ -134,12 +135,15 @@ type Executor
                         match! handler context timeoutSource.Token with
                         | HandlerResult.Succeeded -> return AttemptResult.Succeeded
                         | HandlerResult.Failed error -> return AttemptResult.Failed error
+                        | HandlerResult.FailedPermanently error -> return AttemptResult.FailedPermanently error
                     with
                     | :? OperationCanceledException when hardStop.IsCancellationRequested ->
                         return AttemptResult.Interrupted
                     | :? OperationCanceledException when lost.IsCancellationRequested -> return AttemptResult.LostClaim
                     | :? OperationCanceledException when timeoutSource.IsCancellationRequested ->
                         return AttemptResult.TimedOut(Option.defaultValue TimeSpan.Zero timeout)
+                    | error when permanentOn |> List.exists (fun permanent -> permanent.IsInstanceOfType error) ->
+                        return AttemptResult.ThrewPermanently error
                     | error -> return AttemptResult.Threw error
                 }
 
@@ -310,10 +314,10 @@ type Executor
 
                     // The code is the live configuration's; the settings (MaxErrors, Priority, Backoff and
                     // Timeout) are the request's own, snapshotted when its event was fanned out.
-                    let handler =
+                    let handler, permanentOn =
                         match Configuration.tryFind request.EventName request.HandlerName configuration with
-                        | Some entry -> entry.Handler
-                        | None -> missingHandler
+                        | Some entry -> entry.Handler, entry.Settings.PermanentOn
+                        | None -> missingHandler, []
 
                     // A timeout snapshotted under an earlier, longer lease is held below this lease.
                     let timeout =
@@ -373,15 +377,20 @@ type Executor
                             )
 
                             let context = HandlerContext(view, fun () -> store.BeginHandlerTransaction request)
-                            let! result = run handler context timeout hardStop held.Lost.Token activity
+
+                            let! result =
+                                run handler context timeout permanentOn hardStop held.Lost.Token activity
+
                             keeper.Drop held
                             let opened = context.OpenedTransaction
 
                             let thrown =
                                 match result with
-                                | AttemptResult.Threw error -> Some error
+                                | AttemptResult.Threw error
+                                | AttemptResult.ThrewPermanently error -> Some error
                                 | AttemptResult.Succeeded
                                 | AttemptResult.Failed _
+                                | AttemptResult.FailedPermanently _
                                 | AttemptResult.TimedOut _
                                 | AttemptResult.Interrupted
                                 | AttemptResult.LostClaim -> None

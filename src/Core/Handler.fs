@@ -13,6 +13,8 @@ type HandlerResult =
     | Succeeded
     /// The handler could not do its work; the request is retried after its backoff, or dies.
     | Failed of error: string
+    /// The handler could not do its work and never will (bad data, say): the request is dead at once.
+    | FailedPermanently of error: string
 
 /// What a handler is given: its request, and a transaction of the store's it may use for its own work.
 [<Sealed>]

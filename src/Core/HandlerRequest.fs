@@ -73,6 +73,9 @@ type RequestCommand =
     | Succeed of token: Guid * at: DateTimeOffset
     /// The attempt named by `token` failed at `at` with `error`; `backoffSample` in [0, 1) draws its wait.
     | Fail of token: Guid * at: DateTimeOffset * error: string * backoffSample: float
+    /// The attempt named by `token` failed at `at` with `error` for good (the handler said so, or threw
+    /// an exception its options name as permanent): dead at once, its error count raised to MaxErrors.
+    | FailPermanently of token: Guid * at: DateTimeOffset * error: string
     /// The claim's lease ran out at `now` with no outcome: counts as one failed attempt.
     | ExpireLease of now: DateTimeOffset
     /// A person cancels the request at `at`.
@@ -232,6 +235,15 @@ module HandlerRequest =
         | RequestCommand.Fail(token, at, error, sample), _ ->
             outcome token request (fun () ->
                 failed at error (fun attempt -> Backoff.delay policy attempt sample) request)
+
+        | RequestCommand.FailPermanently(token, at, error), _ ->
+            outcome token request (fun () ->
+                { request with
+                    Errors = max (request.Errors + 1) request.MaxErrors
+                    LastAttemptAt = Some at
+                    LastError = Some(storable error)
+                    State = RequestState.Dead
+                })
 
         | RequestCommand.Release token, _ ->
             outcome token request (fun () ->

@@ -313,10 +313,12 @@ type Instruments(prefix: string, stats: unit -> StoreStats option, now: unit -> 
         if not (isNull span) then
             match result with
             | AttemptResult.Succeeded -> ()
-            | AttemptResult.Threw error ->
+            | AttemptResult.Threw error
+            | AttemptResult.ThrewPermanently error ->
                 span.SetTag(this.Name "request.event.panic", error.Message) |> ignore
                 Instruments.Fail(span, "handler threw while executing handler request", error)
             | AttemptResult.Failed _
+            | AttemptResult.FailedPermanently _
             | AttemptResult.TimedOut _
             | AttemptResult.Interrupted
             | AttemptResult.LostClaim -> Instruments.Fail(span, "error handling event", null)

@@ -78,4 +78,17 @@ public sealed class HandlerOptions
         options.Add(CoreOption.NewTimeout(timeout));
         return this;
     }
+
+    /// <summary>
+    /// An exception of this type (or one derived from it), thrown by the handler, is a permanent failure: the
+    /// request is dead at once, with no retry. May be given for several types.
+    /// </summary>
+    /// <typeparam name="TException">The exception type.</typeparam>
+    /// <returns>These options, to chain.</returns>
+    public HandlerOptions PermanentOn<TException>()
+        where TException : Exception
+    {
+        options.Add(CoreOption.NewPermanentOn(typeof(TException)));
+        return this;
+    }
 }

@@ -12,7 +12,11 @@ namespace Events.CSharp;
 /// </summary>
 public sealed class HandlerOutcome
 {
-    private HandlerOutcome(string? error) => Error = error;
+    private HandlerOutcome(string? error, bool permanent = false)
+    {
+        Error = error;
+        IsPermanent = permanent;
+    }
 
     /// <summary>The handler did its work.</summary>
     public static HandlerOutcome Success { get; } = new(null);
@@ -26,16 +30,35 @@ public sealed class HandlerOutcome
         return new HandlerOutcome(error);
     }
 
+    /// <summary>
+    /// The handler could not do its work and never will (the event's data is invalid, say): the request is
+    /// dead at once, with no retry, and reported as dead.
+    /// </summary>
+    /// <param name="error">What went wrong; recorded as the request's last error.</param>
+    /// <returns>A permanently failed outcome.</returns>
+    public static HandlerOutcome PermanentFailure(string error)
+    {
+        ArgumentNullException.ThrowIfNull(error);
+        return new HandlerOutcome(error, permanent: true);
+    }
+
     /// <summary>Whether the handler did its work.</summary>
     public bool IsSuccess => Error is null;
+
+    /// <summary>Whether this is a failure that must not be retried.</summary>
+    public bool IsPermanent { get; }
 
     /// <summary>The failure's message; <see langword="null"/> for a success.</summary>
     public string? Error { get; }
 
-    internal HandlerResult ToCore() => Error is null ? HandlerResult.Succeeded : HandlerResult.NewFailed(Error);
+    internal HandlerResult ToCore() =>
+        Error is null ? HandlerResult.Succeeded
+        : IsPermanent ? HandlerResult.NewFailedPermanently(Error)
+        : HandlerResult.NewFailed(Error);
 
     /// <inheritdoc/>
-    public override string ToString() => Error is null ? "Success" : $"Failure: {Error}";
+    public override string ToString() =>
+        Error is null ? "Success" : IsPermanent ? $"Permanent failure: {Error}" : $"Failure: {Error}";
 }
 
 /// <summary>

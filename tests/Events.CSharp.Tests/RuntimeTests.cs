@@ -143,6 +143,41 @@ public class RuntimeTests
     }
 
     [Fact]
+    public async Task A_permanent_failure_returned_or_thrown_as_a_named_type_is_dead_at_once()
+    {
+        var attempts = new ConcurrentQueue<string>();
+        var options = Fast.Options();
+        options.On("user.created")
+            .Handle(
+                "rejects",
+                (context, cancellationToken) =>
+                {
+                    attempts.Enqueue("rejects");
+                    return Task.FromResult(HandlerOutcome.PermanentFailure("the address is not an address"));
+                },
+                handler => handler.QuickRetries(maxErrors: 5))
+            .Handle(
+                "parses",
+                (context, cancellationToken) =>
+                {
+                    attempts.Enqueue("parses");
+                    throw new FormatException("not a number");
+                },
+                handler => handler.QuickRetries(maxErrors: 5).PermanentOn<FormatException>());
+        await using var events = EventsRuntime.Create(options);
+        events.Start();
+
+        await events.RaiseApplicationEventAsync("user.created", new { });
+
+        await Eventually.HoldsAsync(async () => await events.CountDeadRequestsAsync() == 2, "both requests are dead");
+        Assert.Equal(1, attempts.Count(a => a == "rejects"));
+        Assert.Equal(1, attempts.Count(a => a == "parses"));
+        var dead = (await events.GetDeadRequestsAsync()).Requests;
+        Assert.Contains(dead, r => r.HandlerName == "rejects" && r.LastError == "the address is not an address");
+        Assert.Contains(dead, r => r.HandlerName == "parses" && r.LastError!.Contains("System.FormatException: not a number"));
+    }
+
+    [Fact]
     public async Task A_thrown_exception_fails_the_attempt_and_is_always_reported_with_its_stack()
     {
         var reporter = new RecordingReporter();

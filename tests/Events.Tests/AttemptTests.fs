@@ -18,6 +18,12 @@ let private results: Gen<AttemptResult> =
             ArbMap.defaults
             |> ArbMap.generate<NonNull<string>>
             |> Gen.map (fun message -> AttemptResult.Threw(InvalidOperationException message.Get))
+            ArbMap.defaults
+            |> ArbMap.generate<NonNull<string>>
+            |> Gen.map (fun e -> AttemptResult.FailedPermanently e.Get)
+            ArbMap.defaults
+            |> ArbMap.generate<NonNull<string>>
+            |> Gen.map (fun message -> AttemptResult.ThrewPermanently(ArgumentException message.Get))
             Gen.choose (1, 100_000)
             |> Gen.map (fun ms -> AttemptResult.TimedOut(TimeSpan.FromMilliseconds(float ms)))
             Gen.constant AttemptResult.Interrupted
@@ -107,6 +113,11 @@ let tests =
                     | AttemptResult.TimedOut _ ->
                         // Stored as every store can keep it (U+0000 replaced), as the state machine records it.
                         next.Errors = request.Errors + 1
+                        && next.LastError = (Attempt.error case.Result |> Option.map HandlerRequest.storable)
+                    | AttemptResult.FailedPermanently _
+                    | AttemptResult.ThrewPermanently _ ->
+                        next.State = RequestState.Dead
+                        && next.Errors = max (request.Errors + 1) request.MaxErrors
                         && next.LastError = (Attempt.error case.Result |> Option.map HandlerRequest.storable)
                     | AttemptResult.Interrupted
                     | AttemptResult.LostClaim -> false

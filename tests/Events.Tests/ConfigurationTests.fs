@@ -48,6 +48,12 @@ let private expectedSettings (start: HandlerSettings) (options: HandlerOption li
             with
             | Some timeout -> Some timeout
             | None -> start.Timeout
+        PermanentOn =
+            start.PermanentOn
+            @ (options
+               |> List.choose (function
+                   | HandlerOption.PermanentOn value -> Some value
+                   | _ -> None))
     }
 
 let private settingsExamples =
@@ -63,6 +69,7 @@ let private settingsExamples =
                         Priority = 50
                         Backoff = BackoffPolicy.Default
                         Timeout = None
+                        PermanentOn = []
                     }
                     "the defaults must be the Go framework's, with no timeout (which Go did not have)"
 

@@ -560,6 +560,67 @@ let engineSuite (storeName: string) (makeStore: unit -> Task<IEventStore>) =
                             | other -> failtest $"expected a request backing off, got %A{other}"
                         }
 
+                    testCaseTask
+                        "a permanent failure, returned or thrown as a type the options name, is dead at once and reported"
+                    <| fun () ->
+                        task {
+                            let reporter = Reporter(true)
+
+                            let handler: Handler =
+                                fun context _ ->
+                                    match context.Request.EventName.Value with
+                                    | "returned.thing" -> Task.FromResult(HandlerResult.FailedPermanently "bad data")
+                                    | "thrown.thing" -> raise (FormatException "not a number")
+                                    | _ -> raise (InvalidOperationException "try later")
+
+                            let options =
+                                [ HandlerOption.MaxErrors 5; HandlerOption.PermanentOn typeof<FormatException> ]
+
+                            let! engine =
+                                build
+                                    (configure
+                                        [
+                                            "returned.thing", "h", handler, options
+                                            "thrown.thing", "h", handler, options
+                                            "other.thing", "h", handler, options
+                                        ])
+                                    ProcessorOptions.Default
+                                    { ExecutorOptions.Default with
+                                        ErrorReporter = Some reporter
+                                    }
+
+                            for name in [ "returned.thing"; "thrown.thing"; "other.thing" ] do
+                                let! _ = engine.Raise(name, {| |})
+                                ()
+
+                            do! engine.RoundAsync()
+                            let! requests = engine.RequestsAsync()
+
+                            let byEvent name =
+                                requests |> List.find (fun r -> r.EventName.Value = name)
+
+                            let returned = byEvent "returned.thing"
+                            Expect.equal returned.State RequestState.Dead "a returned permanent failure is dead at once"
+                            Expect.equal returned.Errors 5 "its count raised to MaxErrors"
+                            Expect.equal returned.LastError (Some "bad data") "with its error"
+                            let thrown = byEvent "thrown.thing"
+                            Expect.equal thrown.State RequestState.Dead "a thrown FormatException, named permanent, too"
+
+                            Expect.stringStarts
+                                (thrown.LastError |> Option.defaultValue "")
+                                "recovered panic while executing handler request: System.FormatException: not a number"
+                                "with the thrown error"
+
+                            let other = byEvent "other.thing"
+                            Expect.equal other.Errors 1 "another exception is an ordinary failure"
+                            Expect.isFalse (HandlerRequest.isDead other) "and is retried"
+
+                            Expect.equal
+                                (reporter.Reports |> List.filter (fun r -> not r.Retryable) |> List.length)
+                                2
+                                "both permanent failures are reported as dead"
+                        }
+
                     testCaseTask "a successful handler completes its request"
                     <| fun () ->
                         task {

@@ -293,6 +293,8 @@ module Gens =
                 policy |> Gen.map HandlerOption.Backoff
                 ticks 1L TimeSpan.TicksPerDay
                 |> Gen.map (TimeSpan.FromTicks >> HandlerOption.Timeout)
+                Gen.elements [ typeof<ArgumentException>; typeof<FormatException>; typeof<exn> ]
+                |> Gen.map HandlerOption.PermanentOn
             ]
 
     /// A list of valid handler options, perhaps repeating a setting.
@@ -566,6 +568,12 @@ module Gens =
                     errorText
                     sample
 
+            let failForGood =
+                Gen.map2
+                    (fun at error -> Some(RequestCommand.FailPermanently(lease.Token, at, error), at))
+                    (laterThan now)
+                    errorText
+
             let expire =
                 laterThan (max now lease.Until)
                 |> Gen.map (fun at -> Some(RequestCommand.ExpireLease at, at))
@@ -579,7 +587,7 @@ module Gens =
                     (laterThan now)
                     leaseLength
 
-            Gen.frequency [ weight 1, succeed; 6, fail; 2, expire; 1, release; 1, renew ]
+            Gen.frequency [ weight 1, succeed; 6, fail; 1, failForGood; 2, expire; 1, release; 1, renew ]
         | RequestState.Dead -> Gen.frequency [ 3, reExecute; weight 1, cancel ]
         | RequestState.Completed _
         | RequestState.Canceled _ -> Gen.constant None
@@ -593,6 +601,7 @@ module Gens =
                 | RequestCommand.Claim(_, _, token) -> token :: history.Tokens
                 | RequestCommand.Succeed _
                 | RequestCommand.Fail _
+                | RequestCommand.FailPermanently _
                 | RequestCommand.ExpireLease _
                 | RequestCommand.Cancel _
                 | RequestCommand.ReExecute

@@ -249,6 +249,40 @@ let private failRows =
                         })
                     "3 of 3 errors: dead, backoff cleared as in Go"
 
+            testCase "Running + FailPermanently with the current token: dead at once, errors raised to MaxErrors"
+            <| fun () ->
+                Expect.equal
+                    (transition (RequestCommand.FailPermanently(tokenA, at 1.0, "bad data")) running)
+                    (Ok
+                        { fresh with
+                            Errors = 3
+                            LastAttemptAt = Some(at 1.0)
+                            LastError = Some "bad data"
+                            State = RequestState.Dead
+                        })
+                    "0 of 3 errors: dead at once, no backoff, its count at MaxErrors"
+
+            testCase "Running + FailPermanently with another token: refused, StaleToken"
+            <| fun () ->
+                refused
+                    RequestError.StaleToken
+                    (transition (RequestCommand.FailPermanently(tokenA, at 11.0, "late")) runningLastAttempt)
+                    "a stale attempt cannot end the current one"
+
+            testCase "Runnable, Dead, Completed or Canceled + FailPermanently: refused as Fail is"
+            <| fun () ->
+                for state, expected in
+                    [
+                        RequestState.Runnable None, RequestError.NotRunning
+                        RequestState.Dead, RequestError.NotRunning
+                        RequestState.Completed(at 1.0), RequestError.AlreadyCompleted
+                        RequestState.Canceled(at 1.0), RequestError.AlreadyCanceled
+                    ] do
+                    refused
+                        expected
+                        (transition (RequestCommand.FailPermanently(tokenA, at 2.0, "x")) { fresh with State = state })
+                        $"%A{state}"
+
             testCase "Running + Fail with another token: refused, StaleToken"
             <| fun () ->
                 refused
@@ -762,6 +796,7 @@ let private describe (command: RequestCommand) =
     | RequestCommand.Claim(now, leaseFor, token) -> $"Claim(%O{now}, %O{leaseFor}, %O{token})"
     | RequestCommand.Succeed(token, at) -> $"Succeed(%O{token}, %O{at})"
     | RequestCommand.Fail(token, at, error, sample) -> $"Fail(%O{token}, %O{at}, %s{error}, %g{sample})"
+    | RequestCommand.FailPermanently(token, at, error) -> $"FailPermanently(%O{token}, %O{at}, %s{error})"
     | RequestCommand.ExpireLease now -> $"ExpireLease %O{now}"
     | RequestCommand.Cancel at -> $"Cancel %O{at}"
     | RequestCommand.ReExecute -> "ReExecute"
