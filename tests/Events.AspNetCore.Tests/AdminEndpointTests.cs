@@ -120,10 +120,26 @@ public class AdminEndpointTests(PostgresFixture fixture) : IClassFixture<Postgre
         Assert.Equal("Request", item.GetProperty("kind").GetString());
         Assert.Equal(completed.Id, item.GetProperty("id").GetGuid());
         Assert.False(string.IsNullOrEmpty(item.GetProperty("reason").GetString()));
+        // The person fixes the row, then puts it back: it runs and completes, and is set aside no more.
+        await using (var session = app.Services.GetRequiredService<IDocumentStore>().LightweightSession())
+        {
+            session.QueueSqlCommand(
+                "update mt_doc_events_request set data = jsonb_set(data, '{handlerName}', to_jsonb(handler_name)) where id = ?",
+                completed.Id);
+            await session.SaveChangesAsync();
+        }
+
         var restored = await client.PostAsync($"/ops/events/set-aside/Request/{completed.Id}/restore", null);
         Assert.Equal(HttpStatusCode.NoContent, restored.StatusCode);
+        while ((await admin.FindRequestAsync(completed.Id))?.State != HandlerRequestState.Completed)
+        {
+            Assert.True(DateTime.UtcNow < deadline.AddSeconds(40), "the restored request did not complete in time");
+            await Task.Delay(25);
+        }
+
         var again = await client.PostAsync($"/ops/events/set-aside/Request/{completed.Id}/restore", null);
         Assert.Equal(HttpStatusCode.NotFound, again.StatusCode);
+        Assert.Equal(0, (await GetJsonAsync(client, "/ops/events/set-aside")).GetArrayLength());
     }
 
     [Fact]
