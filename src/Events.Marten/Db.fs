@@ -1,19 +1,33 @@
 namespace Events.Marten
 
 open System
-open Events.Core
 open System.Collections.Generic
 open System.Threading
 open System.Threading.Tasks
+open Events.Core
 open global.Marten
 open global.Marten.Storage
 open Npgsql
 open NpgsqlTypes
-open global.Events
 
 /// Parameters and readers for the store's SQL.
 [<RequireQualifiedAccess>]
 module internal Db =
+
+    /// Opens a pooled read-write connection of the document store's database (disposed if opening fails).
+    let openAsync (store: IDocumentStore) (cancellationToken: CancellationToken) =
+        task {
+            let connection = store.Storage.Database.CreateConnection ConnectionUsage.ReadWrite
+            let mutable opened = false
+
+            try
+                do! connection.OpenAsync cancellationToken
+                opened <- true
+                return connection
+            finally
+                if not opened then
+                    connection.Dispose()
+        }
 
     let parameter (dbType: NpgsqlDbType) (value: obj) =
         NpgsqlParameter(NpgsqlDbType = dbType, Value = (if isNull value then box DBNull.Value else value))

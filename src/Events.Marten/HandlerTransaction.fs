@@ -1,15 +1,9 @@
 namespace Events.Marten
 
 open System
-open Events.Core
-open System.Collections.Generic
-open System.Threading
 open System.Threading.Tasks
+open Events.Core
 open global.Marten
-open global.Marten.Storage
-open Npgsql
-open NpgsqlTypes
-open global.Events
 
 /// A handler's own work in a lightweight Marten session, opened on first use, committed in the same
 /// database transaction as the request's outcome, and discarded when the outcome is refused.

@@ -1,15 +1,10 @@
 namespace Events.Marten
 
 open System
-open Events.Core
-open System.Collections.Generic
 open System.Threading
 open System.Threading.Tasks
-open global.Marten
-open global.Marten.Storage
+open Events.Core
 open Npgsql
-open NpgsqlTypes
-open global.Events
 
 /// The store's one listening connection: LISTEN on the store's channel, the work other processes
 /// notify passed to `heard`; after any failure of the connection it waits (from `ReconnectDelay`,

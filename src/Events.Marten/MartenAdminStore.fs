@@ -46,19 +46,7 @@ type MartenAdminStore private (store: IDocumentStore, ownsStore: bool, signal: W
     let existingSql = AdminSql.existing tables
     let writeManySql = AdminSql.writeMany tables
 
-    let openConnection (cancellationToken: CancellationToken) =
-        task {
-            let connection = store.Storage.Database.CreateConnection ConnectionUsage.ReadWrite
-            let mutable opened = false
-
-            try
-                do! connection.OpenAsync cancellationToken
-                opened <- true
-                return connection
-            finally
-                if not opened then
-                    connection.Dispose()
-        }
+    let openConnection (cancellationToken: CancellationToken) = Db.openAsync store cancellationToken
 
     let toRequest json =
         Documents.toRequest (Documents.ofJson<RequestDocument> json)

@@ -100,16 +100,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
     let openConnection (cancellationToken: CancellationToken) =
         task {
             do! ensureSchema cancellationToken
-            let connection = store.Storage.Database.CreateConnection ConnectionUsage.ReadWrite
-            let mutable opened = false
-
-            try
-                do! connection.OpenAsync cancellationToken
-                opened <- true
-                return connection
-            finally
-                if not opened then
-                    connection.Dispose()
+            return! Db.openAsync store cancellationToken
         }
 
     /// The time a claim judges leases by: the caller's, or none (the database's clock).

@@ -1,15 +1,6 @@
 namespace Events.Marten
 
 open System
-open Events.Core
-open System.Collections.Generic
-open System.Threading
-open System.Threading.Tasks
-open global.Marten
-open global.Marten.Storage
-open Npgsql
-open NpgsqlTypes
-open global.Events
 
 /// Settings of a Marten event store.
 type MartenEventStoreOptions =
