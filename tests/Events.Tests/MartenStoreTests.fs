@@ -1099,24 +1099,24 @@ let private roundTrips =
 /// Through the engine: a handler's work in the Marten session commits with a success, and is
 /// discarded with a failure.
 let private engineTransactions =
-    let run (outcome: HandlerResult) =
+    /// A handler that does its work in its Marten session, then returns `outcome`.
+    let inSession (work: IDocumentSession -> HandlerContext -> unit) (outcome: HandlerResult) : Handler =
+        fun context _ ->
+            match context.Transaction with
+            | Some(:? MartenHandlerTransaction as transaction) ->
+                work transaction.Session context
+                Task.FromResult outcome
+            | Some _
+            | None -> failwith "the Marten store gives handlers a Marten transaction"
+
+    /// An engine on a fresh database with these handlers of "thing.happened"; runs the body, then
+    /// disposes the store.
+    let withEngine
+        (handlers: (string * Handler) list)
+        (executorOptions: ExecutorOptions)
+        (body: TestSupport.Engine -> MartenEventStore -> Task<'T>)
+        =
         task {
-            let noteId = Guid.NewGuid()
-
-            let handler: Handler =
-                fun context _ ->
-                    match context.Transaction with
-                    | Some(:? MartenHandlerTransaction as transaction) ->
-                        transaction.Session.Store
-                            {
-                                Id = noteId
-                                Text = "written by the handler"
-                            }
-
-                        Task.FromResult outcome
-                    | Some _
-                    | None -> failwith "the Marten store gives handlers a Marten transaction"
-
             let mutable made = None
 
             let makeStore () =
@@ -1127,28 +1127,41 @@ let private engineTransactions =
                     return store :> IEventStore
                 }
 
-            let! engine =
+            let! (engine: TestSupport.Engine) =
                 TestSupport.engineWith
                     makeStore
-                    (TestSupport.configure [ "thing.happened", "h", handler, [] ])
+                    (TestSupport.configure [ for name, handler in handlers -> "thing.happened", name, handler, [] ])
                     ProcessorOptions.Default
-                    ExecutorOptions.Default
+                    executorOptions
                     ""
 
             let store: MartenEventStore = made.Value
-
-            return!
-                finallyAsync (fun () -> store.DisposeAsync().AsTask()) (fun () ->
-                    task {
-                        let! _ = engine.Raise("thing.happened", {| |})
-                        do! engine.RoundAsync()
-                        use session = store.DocumentStore.QuerySession()
-                        let! note = session.LoadAsync<Note>(noteId)
-                        let! requests = engine.RequestsAsync()
-                        let request: HandlerRequest = List.exactlyOne requests
-                        return Option.ofObj (box note), request
-                    })
+            return! finallyAsync (fun () -> store.DisposeAsync().AsTask()) (fun () -> body engine store)
         }
+
+    let run (outcome: HandlerResult) =
+        let noteId = Guid.NewGuid()
+
+        let handler =
+            inSession
+                (fun session _ ->
+                    session.Store
+                        {
+                            Id = noteId
+                            Text = "written by the handler"
+                        })
+                outcome
+
+        withEngine [ "h", handler ] ExecutorOptions.Default (fun engine store ->
+            task {
+                let! _ = engine.Raise("thing.happened", {| |})
+                do! engine.RoundAsync()
+                use session = store.DocumentStore.QuerySession()
+                let! note = session.LoadAsync<Note>(noteId)
+                let! requests = engine.RequestsAsync()
+                let request: HandlerRequest = List.exactlyOne requests
+                return Option.ofObj (box note), request
+            })
 
     testList
         "handler transactions through the engine"
@@ -1169,68 +1182,43 @@ let private engineTransactions =
                 // Both handlers insert the same document id: the second commit violates its key.
                 let sameId = Guid.NewGuid()
 
-                let handler: Handler =
-                    fun context _ ->
-                        match context.Transaction with
-                        | Some(:? MartenHandlerTransaction as transaction) ->
-                            transaction.Session.Insert
+                let handler =
+                    inSession
+                        (fun session context ->
+                            session.Insert
                                 {
                                     Id = sameId
                                     Text = context.Request.HandlerName.Value
-                                }
+                                })
+                        HandlerResult.Succeeded
 
-                            Task.FromResult HandlerResult.Succeeded
-                        | Some _
-                        | None -> failwith "the Marten store gives handlers a Marten transaction"
-
-                let mutable made = None
-
-                let makeStore () =
-                    task {
-                        let! connectionString = server.Value.CreateDatabaseAsync()
-                        let! store = MartenEventStore.CreateAsync(connectionString, options = quiet)
-                        made <- Some store
-                        return store :> IEventStore
-                    }
-
-                let! (engine: TestSupport.Engine) =
-                    TestSupport.engineWith
-                        makeStore
-                        (TestSupport.configure
-                            [
-                                "thing.happened", "first", handler, []
-                                "thing.happened", "second", handler, []
-                            ])
-                        ProcessorOptions.Default
+                do!
+                    withEngine
+                        [ "first", handler; "second", handler ]
                         { ExecutorOptions.Default with
                             Workers = 1
                         }
-                        ""
+                        (fun engine _ ->
+                            task {
+                                let! _ = engine.Raise("thing.happened", {| |})
+                                do! engine.RoundAsync()
+                                let! (requests: HandlerRequest list) = engine.RequestsAsync()
+                                let completed, failed = requests |> List.partition HandlerRequest.isTerminal
+                                Expect.equal completed.Length 1 "one handler's commit went through"
+                                let failed = List.exactlyOne failed
+                                Expect.equal failed.Errors 1 "the other's failed commit is a failed attempt"
 
-                let store: MartenEventStore = made.Value
+                                Expect.stringContains
+                                    (failed.LastError |> Option.defaultValue "")
+                                    "could not be committed"
+                                    "with the commit's error"
 
-                do!
-                    finallyAsync (fun () -> store.DisposeAsync().AsTask()) (fun () ->
-                        task {
-                            let! _ = engine.Raise("thing.happened", {| |})
-                            do! engine.RoundAsync()
-                            let! (requests: HandlerRequest list) = engine.RequestsAsync()
-                            let completed, failed = requests |> List.partition HandlerRequest.isTerminal
-                            Expect.equal completed.Length 1 "one handler's commit went through"
-                            let failed = List.exactlyOne failed
-                            Expect.equal failed.Errors 1 "the other's failed commit is a failed attempt"
-
-                            Expect.stringContains
-                                (failed.LastError |> Option.defaultValue "")
-                                "could not be committed"
-                                "with the commit's error"
-
-                            Expect.isFalse
-                                (match failed.State with
-                                 | RequestState.Running _ -> true
-                                 | _ -> false)
-                                "its claim is released to the backoff, not left to lapse"
-                        })
+                                Expect.isFalse
+                                    (match failed.State with
+                                     | RequestState.Running _ -> true
+                                     | _ -> false)
+                                    "its claim is released to the backoff, not left to lapse"
+                            })
             }
         ]
 
