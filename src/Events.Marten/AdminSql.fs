@@ -174,17 +174,7 @@ GROUP BY 1, 2"""
         $"""
 UPDATE %s{tables.Requests} AS r
 SET data = input.doc::jsonb,
-    handler_name = input.handler_name,
-    event_name = input.event_name,
-    event_timestamp = input.event_timestamp,
-    priority = input.priority,
-    errors = input.errors,
-    max_errors = input.max_errors,
-    backoff_until = input.backoff_until,
-    completed_at = input.completed_at,
-    canceled_at = input.canceled_at,
-    lease_until = input.lease_until,
-    claim_token = input.claim_token,
+    %s{Sql.requestColumnsFromInput},
     mt_last_modified = transaction_timestamp()
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::int[], $7::int[], $8::int[],
             $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::timestamptz[], $13::uuid[])

@@ -29,6 +29,23 @@ module internal Db =
                     connection.Dispose()
         }
 
+    /// The document with this id through a Marten query session, read as the core's type; none when absent.
+    let findAsync
+        (store: IDocumentStore)
+        (read: 'document -> 'item)
+        (id: Guid)
+        (cancellationToken: CancellationToken)
+        : Task<'item option> =
+        task {
+            use session = store.QuerySession()
+            let! document = session.LoadAsync<'document>(id, cancellationToken)
+
+            return
+                match box document with
+                | null -> None
+                | _ -> Some(read document)
+        }
+
     let parameter (dbType: NpgsqlDbType) (value: obj) =
         NpgsqlParameter(NpgsqlDbType = dbType, Value = (if isNull value then box DBNull.Value else value))
 
@@ -39,10 +56,6 @@ module internal Db =
         parameter NpgsqlDbType.TimestampTz (Documents.utc value)
 
     let interval (value: TimeSpan) = parameter NpgsqlDbType.Interval value
-
-    /// A time as the JSON the documents hold (so SQL writes the same text as the serialiser).
-    let jsonTimestamp (value: DateTimeOffset) =
-        parameter NpgsqlDbType.Text (Documents.toJson (Documents.utc value))
 
     let command (connection: NpgsqlConnection) (sql: string) (parameters: NpgsqlParameter list) =
         let command = new NpgsqlCommand(sql, connection)

@@ -275,15 +275,7 @@ type MartenAdminStore private (store: IDocumentStore, ownsStore: bool, signal: W
             }
 
         member _.FindEventAsync(id, cancellationToken) =
-            task {
-                use session = store.QuerySession()
-                let! document = session.LoadAsync<EventDocument>(id, cancellationToken)
-
-                return
-                    match box document with
-                    | null -> None
-                    | _ -> Some(Documents.toEvent document)
-            }
+            Db.findAsync store Documents.toEvent id cancellationToken
 
         member _.UpdateRequestsAsync(ids, transition, cancellationToken) =
             StoreArguments.checkList (nameof ids) ids

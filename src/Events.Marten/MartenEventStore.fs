@@ -120,8 +120,9 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
         Documents.toRequest (Documents.ofJson<RequestDocument> json)
 
     /// Reads claimed rows of (id, document); a row that cannot be read is set aside on its own (see
-    /// `ISetAsideItems`), so the rows beside it go on.
+    /// `ISetAsideItems`) on the claim's connection, so the rows beside it go on.
     let readOrSetAside
+        (connection: NpgsqlConnection)
         (kind: StoredItemKind)
         (rows: (Guid * string) list)
         (read': string -> 'item)
@@ -144,8 +145,6 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                         }
 
             if unreadable.Count > 0 then
-                use! connection = openConnection cancellationToken
-
                 let sql =
                     match kind with
                     | StoredItemKind.Event -> setAsideEventsSql
@@ -447,10 +446,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                 let reason = HandlerRequest.storable reason
 
                 use read =
-                    Db.command
-                        connection
-                        $"SELECT data::text FROM %s{table} WHERE id = $1 AND set_aside IS NULL"
-                        [ Db.parameter NpgsqlDbType.Uuid id ]
+                    Db.command connection (Sql.findNotSetAside table) [ Db.parameter NpgsqlDbType.Uuid id ]
 
                 let! stored = read.ExecuteScalarAsync cancellationToken
 
@@ -555,6 +551,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
 
                     let! claims =
                         readOrSetAside
+                            connection
                             StoredItemKind.Event
                             rows
                             (fun json ->
@@ -702,10 +699,10 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                     }
 
                 let! claimed =
-                    readOrSetAside StoredItemKind.Request claimed toRequest cancellationToken
+                    readOrSetAside connection StoredItemKind.Request claimed toRequest cancellationToken
 
                 let! recovered =
-                    readOrSetAside StoredItemKind.Request recovered toRequest cancellationToken
+                    readOrSetAside connection StoredItemKind.Request recovered toRequest cancellationToken
 
                 return
                     {
@@ -787,26 +784,10 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
             Some(new MartenHandlerTransaction(store) :> IHandlerTransaction)
 
         member _.FindEventAsync(id, cancellationToken) =
-            task {
-                use session = store.QuerySession()
-                let! document = session.LoadAsync<EventDocument>(id, cancellationToken)
-
-                return
-                    match box document with
-                    | null -> None
-                    | _ -> Some(Documents.toEvent document)
-            }
+            Db.findAsync store Documents.toEvent id cancellationToken
 
         member _.FindRequestAsync(id, cancellationToken) =
-            task {
-                use session = store.QuerySession()
-                let! document = session.LoadAsync<RequestDocument>(id, cancellationToken)
-
-                return
-                    match box document with
-                    | null -> None
-                    | _ -> Some(Documents.toRequest document)
-            }
+            Db.findAsync store Documents.toRequest id cancellationToken
 
         member _.EventsAsync cancellationToken =
             pages eventPageSql toEvent cancellationToken

@@ -114,9 +114,28 @@ module internal Sql =
     type Tables = { Events: string; Requests: string }
 
     /// The columns every request write sets from a document, in the order of `requestValues`.
-    let private requestColumns =
-        "data, handler_name, event_name, event_timestamp, priority, errors, max_errors, backoff_until, "
-        + "completed_at, canceled_at, lease_until, claim_token"
+    let private requestFieldColumns =
+        [
+            "handler_name"
+            "event_name"
+            "event_timestamp"
+            "priority"
+            "errors"
+            "max_errors"
+            "backoff_until"
+            "completed_at"
+            "canceled_at"
+            "lease_until"
+            "claim_token"
+        ]
+
+    let private requestColumns = String.concat ", " ("data" :: requestFieldColumns)
+
+    /// The request columns but data, each set from the column of the same name of a row `input`.
+    let requestColumnsFromInput =
+        requestFieldColumns
+        |> List.map (fun column -> $"%s{column} = input.%s{column}")
+        |> String.concat ",\n    "
 
     /// The time leases are judged by: the caller's $1, or the database's clock when $1 is null.
     [<Literal>]
@@ -277,17 +296,7 @@ locked AS MATERIALIZED (
 written AS (
     UPDATE %s{tables.Requests} AS r
     SET data = r.data || input.doc::jsonb,
-        handler_name = input.handler_name,
-        event_name = input.event_name,
-        event_timestamp = input.event_timestamp,
-        priority = input.priority,
-        errors = input.errors,
-        max_errors = input.max_errors,
-        backoff_until = input.backoff_until,
-        completed_at = input.completed_at,
-        canceled_at = input.canceled_at,
-        lease_until = input.lease_until,
-        claim_token = input.claim_token,
+    %s{requestColumnsFromInput},
         mt_last_modified = transaction_timestamp()
     FROM input
     WHERE r.id = input.id AND r.claim_token = input.token AND r.id IN (SELECT id FROM locked)
@@ -449,6 +458,6 @@ WHERE $1::timestamptz IS NULL OR (event_timestamp, id) > ($1, $2::uuid)
 ORDER BY event_timestamp, id
 LIMIT $3"""
 
-    /// The document with id $1.
-    let findById (table: string) =
-        $"SELECT data::text FROM %s{table} WHERE id = $1"
+    /// The document with id $1, unless it is set aside.
+    let findNotSetAside (table: string) =
+        $"SELECT data::text FROM %s{table} WHERE id = $1 AND set_aside IS NULL"
