@@ -29,6 +29,26 @@ module internal Db =
                     connection.Dispose()
         }
 
+    /// Opens a connection of the document store's database outside its pool (same server, credentials
+    /// and TLS settings, `Pooling=false`): a connection held for as long as the store lives, as the
+    /// listener's is, would otherwise take one of the pool's connections from the work.
+    let openUnpooledAsync (store: IDocumentStore) (cancellationToken: CancellationToken) =
+        task {
+            use pooled = store.Storage.Database.CreateConnection ConnectionUsage.ReadWrite
+            let settings = NpgsqlConnectionStringBuilder(pooled.ConnectionString)
+            settings.Pooling <- false
+            let connection = pooled.CloneWith(settings.ConnectionString)
+            let mutable opened = false
+
+            try
+                do! connection.OpenAsync cancellationToken
+                opened <- true
+                return connection
+            finally
+                if not opened then
+                    connection.Dispose()
+        }
+
     /// The document with this id through a Marten query session, read as the core's type; none when absent.
     let findAsync
         (store: IDocumentStore)

@@ -53,7 +53,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
         | Some size when size < MartenEventStore.MinimumPoolSize ->
             invalidArg
                 (nameof store)
-                $"the connection pool allows %d{size} connection(s) (Maximum Pool Size): the Events store needs at least %d{MartenEventStore.MinimumPoolSize} at once (its listener, a claim and an outcome write); raise Maximum Pool Size"
+                $"the connection pool allows %d{size} connection(s) (Maximum Pool Size): the Events store needs at least %d{MartenEventStore.MinimumPoolSize} at once (a claim and an outcome write; its listener has a connection of its own); raise Maximum Pool Size"
         | _ -> ()
 
     let layout = StoreLayout.ofOptions store.Options
@@ -293,16 +293,23 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                 return results
         }
 
+    /// The listener's connection is its own, outside the pool the work uses.
+    let openListenerConnection (cancellationToken: CancellationToken) =
+        task {
+            do! ensureSchema cancellationToken
+            return! Db.openUnpooledAsync store cancellationToken
+        }
+
     let listener =
-        new WorkListener(openConnection, layout.Channel, options, workArrived.Trigger)
+        new WorkListener(openListenerConnection, layout.Channel, options, workArrived.Trigger)
 
     do
         if options.ListenForWork then
             listener.Start()
 
-    /// The fewest pooled connections the store works with: the listener's, a claim's and an outcome
-    /// write's at once.
-    static member MinimumPoolSize = 3
+    /// The fewest pooled connections the store works with: a claim's and an outcome write's at once
+    /// (the listener's connection is outside the pool).
+    static member MinimumPoolSize = 2
 
     /// A store over a Marten document store configured with `UseEventsDocuments` (whose schema the
     /// application applies). The document store stays the caller's.

@@ -2238,6 +2238,47 @@ let private schema =
 
                 Expect.stringContains message "Maximum Pool Size" "refused, the message naming the setting"
                 Expect.stringContains message "allows 1" "and what it is"
+
+            testTask "the listener's connection is its own: a pool of 2 keeps both connections for the work" {
+                let! connectionString = server.Value.CreateDatabaseAsync()
+
+                use documentStore =
+                    DocumentStore.For(fun (options: StoreOptions) ->
+                        options.Connection($"%s{connectionString};Maximum Pool Size=2;Timeout=3": string)
+                        options.UseEventsDocuments() |> ignore)
+
+                let store =
+                    new MartenEventStore(
+                        documentStore,
+                        { MartenEventStoreOptions.Default with
+                            ListenerProbeInterval = TimeSpan.FromMilliseconds 50.0
+                        }
+                    )
+
+                do!
+                    finallyAsync (fun () -> store.DisposeAsync().AsTask()) (fun () ->
+                        task {
+                            do! store.WhenListening
+                            // Both of the pool's connections at once, while the listener listens.
+                            use first = documentStore.Storage.Database.CreateConnection()
+                            use second = documentStore.Storage.Database.CreateConnection()
+                            do! Task.WhenAll(first.OpenAsync(), second.OpenAsync())
+                            first.Close()
+                            second.Close()
+                            let appended, subscription = waitFor WorkSignal.EventsAppended store
+                            use _ = subscription
+                            // Another store's append is heard through the listener's own connection.
+                            let! (writer: MartenEventStore) =
+                                MartenEventStore.CreateAsync(connectionString, options = quiet)
+
+                            do!
+                                finallyAsync (fun () -> writer.DisposeAsync().AsTask()) (fun () ->
+                                    task {
+                                        let! _ = append (port writer) [ applicationEvent 0.0 "heard" ]
+                                        do! within appended "the events notification"
+                                    })
+                        })
+            }
         ]
 
 /// A Marten store over a fresh database of the run's server, for suites that take a store factory
