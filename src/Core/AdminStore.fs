@@ -70,6 +70,26 @@ type HandlerStatusCount =
         Count: int64
     }
 
+/// One handler at a glance: its live requests by status, how many completed since a time, and the
+/// event time of its oldest runnable request.
+type HandlerOverview =
+    {
+        /// The handler.
+        HandlerName: HandlerName
+        /// Requests runnable now.
+        Runnable: int64
+        /// Requests waiting out a backoff.
+        BackingOff: int64
+        /// Requests a worker holds.
+        Running: int64
+        /// Dead requests.
+        Dead: int64
+        /// Requests completed at or after the `since` asked for.
+        CompletedSince: int64
+        /// The event timestamp of the oldest request runnable now; none when none is.
+        OldestRunnable: DateTimeOffset option
+    }
+
 /// What became of one request of a bulk change.
 [<RequireQualifiedAccess>]
 type BulkItemResult =
@@ -106,6 +126,12 @@ type IAdminStore =
     abstract CountByHandlerAsync:
         now: DateTimeOffset * includeFinished: bool * cancellationToken: CancellationToken ->
             Task<HandlerStatusCount list>
+
+    /// One row per handler with a live request (runnable, backing off, running or dead) or one completed
+    /// at or after `since`, by handler name; statuses at `now` (on PostgreSQL through the partial indexes
+    /// of live requests and the index of completion times, never the whole table).
+    abstract OverviewAsync:
+        now: DateTimeOffset * since: DateTimeOffset * cancellationToken: CancellationToken -> Task<HandlerOverview list>
 
     /// The requests with these ids that exist, in the order of the ids.
     abstract FindRequestsAsync: ids: Guid list * cancellationToken: CancellationToken -> Task<HandlerRequest list>
@@ -243,6 +269,50 @@ module RequestFilter =
     let checkLimit (limit: int) =
         if limit < 0 then
             invalidArg (nameof limit) $"the limit must not be negative, got %d{limit}"
+
+/// Handler overviews.
+[<RequireQualifiedAccess>]
+module HandlerOverview =
+
+    /// The overview of requests at `now`, completions counted from `since`: what every store returns.
+    let ofRequests (now: DateTimeOffset) (since: DateTimeOffset) (requests: HandlerRequest seq) =
+        requests
+        |> Seq.groupBy _.HandlerName
+        |> Seq.map (fun (handlerName, requests) ->
+            let statuses =
+                requests |> Seq.map (fun r -> r, RequestStatus.ofRequest now r) |> List.ofSeq
+
+            let count status =
+                statuses |> List.filter (fun (_, s) -> s = status) |> List.length |> int64
+
+            let completedSince =
+                statuses
+                |> List.filter (fun (r, _) ->
+                    match r.State with
+                    | RequestState.Completed at -> at >= since
+                    | _ -> false)
+                |> List.length
+                |> int64
+
+            let oldest =
+                statuses
+                |> List.filter (fun (_, s) -> s = RequestStatus.Runnable)
+                |> List.map (fun (r, _) -> r.EventTimestamp)
+                |> List.sort
+                |> List.tryHead
+
+            {
+                HandlerName = handlerName
+                Runnable = count RequestStatus.Runnable
+                BackingOff = count RequestStatus.BackingOff
+                Running = count RequestStatus.Running
+                Dead = count RequestStatus.Dead
+                CompletedSince = completedSince
+                OldestRunnable = oldest
+            })
+        |> Seq.filter (fun o -> o.Runnable + o.BackingOff + o.Running + o.Dead + o.CompletedSince > 0L)
+        |> Seq.sortBy _.HandlerName
+        |> List.ofSeq
 
 /// Cursors over requests.
 [<RequireQualifiedAccess>]

@@ -786,6 +786,9 @@ type InMemoryStore(?options: InMemoryStoreOptions) =
                 |> Seq.sortBy (fun count -> count.HandlerName, List.findIndex ((=) count.Status) RequestStatus.all)
                 |> List.ofSeq)
 
+        member this.OverviewAsync(now, since, cancellationToken) =
+            guarded cancellationToken (fun () -> HandlerOverview.ofRequests now since (this.Snapshot()))
+
         member _.FindRequestsAsync(ids, cancellationToken) =
             StoreArguments.checkList (nameof ids) ids
 

@@ -32,7 +32,9 @@ public static class EventsAdminEndpoints
     }
 
     /// <summary>
-    /// Maps, under <paramref name="prefix"/>: <c>GET stats</c>, <c>GET requests</c> (filtered and paged),
+    /// Maps, under <paramref name="prefix"/>: the dashboard (<c>GET dashboard/</c>, static pages over these
+    /// endpoints), <c>GET stats</c>, <c>GET overview</c> (per handler; <c>window</c> in minutes, default 60),
+    /// <c>GET requests</c> (filtered and paged),
     /// <c>GET requests/count</c>, <c>GET requests/{id}</c>, <c>POST requests/{id}/re-execute</c>,
     /// <c>POST requests/{id}/cancel</c>, <c>GET events/{id}</c>, <c>GET triage</c>, <c>POST bulk/re-execute</c>,
     /// <c>POST bulk/cancel</c> and <c>POST bulk/canary</c>. Filters are query parameters: <c>status</c>,
@@ -55,6 +57,23 @@ public static class EventsAdminEndpoints
             var counts = await admin.GetCountsByHandlerAsync(token).ConfigureAwait(false);
             return Json(new StatsView(stats, counts));
         });
+
+        group.MapGet("/overview", (IEventsAdmin admin, HttpRequest request, CancellationToken token) =>
+            Guarded(async () =>
+            {
+                var window = Filters.ReadWindow(request.Query);
+                var stats = await admin.GetStatisticsAsync(token).ConfigureAwait(false);
+                var handlers = await admin.GetHandlerOverviewAsync(window, token).ConfigureAwait(false);
+                return Json(new OverviewView(
+                    stats.At,
+                    window.TotalMinutes,
+                    stats.UnprocessedEvents,
+                    stats.OldestUnprocessedEventAge.TotalSeconds,
+                    stats.RunnableRequests,
+                    stats.OldestRunnableRequestAge.TotalSeconds,
+                    stats.DeadRequests,
+                    [.. handlers.Select(HandlerOverviewView.Of)]));
+            }));
 
         group.MapGet("/requests", (IEventsAdmin admin, HttpRequest request, CancellationToken token) =>
             Guarded(async () =>
@@ -126,6 +145,7 @@ public static class EventsAdminEndpoints
                     result.Rest is { } rest ? BulkView.Of(rest) : null));
             }));
 
+        group.MapEventsDashboard();
         return group;
     }
 

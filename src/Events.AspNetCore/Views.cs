@@ -31,6 +31,13 @@ internal static class Filters
                 : throw new ArgumentException($"limit must be a whole number from 0 to 1000, got \"{text}\"")
             : 100;
 
+    public static TimeSpan ReadWindow(IQueryCollection query) =>
+        query["window"].FirstOrDefault() is { } text
+            ? int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var minutes) && minutes is > 0 and <= 10080
+                ? TimeSpan.FromMinutes(minutes)
+                : throw new ArgumentException($"window must be a whole number of minutes from 1 to 10080, got \"{text}\"")
+            : TimeSpan.FromHours(1);
+
     private static RequestStatus ReadStatus(string text) =>
         Enum.TryParse<RequestStatus>(text.Replace("-", "", StringComparison.Ordinal), ignoreCase: true, out var status)
         && Enum.IsDefined(status)
@@ -116,7 +123,9 @@ internal sealed record RequestView(
     DateTimeOffset? BackoffUntil,
     DateTimeOffset? CompletedAt,
     DateTimeOffset? CanceledAt,
-    DateTimeOffset? LeaseUntil)
+    DateTimeOffset? LeaseUntil,
+    string? TraceParent,
+    string? TraceId)
 {
     public static RequestView Of(HandlerRequest r) => new(
         r.Id,
@@ -137,7 +146,16 @@ internal sealed record RequestView(
         r.BackoffUntil,
         r.CompletedAt,
         r.CanceledAt,
-        r.LeaseUntil);
+        r.LeaseUntil,
+        r.EventTraceParent,
+        Trace.IdOf(r.EventTraceParent));
+}
+
+internal static class Trace
+{
+    /// <summary>The trace id of a W3C traceparent (<c>version-traceid-spanid-flags</c>), if it has one.</summary>
+    public static string? IdOf(string? traceParent) =>
+        traceParent?.Split('-') is [_, { Length: 32 } id, _, _] ? id : null;
 }
 
 internal sealed record PageView(IReadOnlyList<RequestView> Requests, string? Next);
@@ -176,6 +194,7 @@ internal sealed record EventView(
     string? EntityId,
     string? EntityName,
     Guid? CorrelationId,
+    string? TraceId,
     DateTimeOffset? ProcessedAt,
     bool FullyHandled,
     IReadOnlyList<RequestStatusView> Requests)
@@ -188,6 +207,7 @@ internal sealed record EventView(
         details.Event.EntityId,
         details.Event.EntityName,
         details.Event.CorrelationId,
+        Trace.IdOf(details.Event.TraceParent),
         details.Event.ProcessedAt,
         details.FullyHandled,
         [.. details.Requests.Select(r => new RequestStatusView(RequestView.Of(r.Request), r.Status))]);
@@ -217,3 +237,28 @@ internal sealed record BulkView(long Selected, long Updated, long Refused, long 
 }
 
 internal sealed record CanaryView(CanaryOutcome Outcome, IReadOnlyList<RequestView> Canaries, BulkView? Rest);
+
+internal sealed record HandlerOverviewView(
+    string HandlerName,
+    long Runnable,
+    long BackingOff,
+    long Running,
+    long Dead,
+    long Completed,
+    double CompletedPerMinute,
+    DateTimeOffset? OldestRunnable,
+    double OldestRunnableAgeSeconds)
+{
+    public static HandlerOverviewView Of(HandlerOverview o) => new(
+        o.HandlerName, o.Runnable, o.BackingOff, o.Running, o.Dead, o.Completed, o.CompletedPerMinute, o.OldestRunnable, o.OldestRunnableAge.TotalSeconds);
+}
+
+internal sealed record OverviewView(
+    DateTimeOffset At,
+    double WindowMinutes,
+    long UnprocessedEvents,
+    double OldestUnprocessedEventAgeSeconds,
+    long RunnableRequests,
+    double OldestRunnableRequestAgeSeconds,
+    long DeadRequests,
+    IReadOnlyList<HandlerOverviewView> Handlers);

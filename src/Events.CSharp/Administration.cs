@@ -124,6 +124,16 @@ public interface IEventsAdmin
     /// <returns>The counts, by handler then status.</returns>
     Task<IReadOnlyList<HandlerStatusCount>> GetCountsByHandlerAsync(CancellationToken cancellationToken = default);
 
+    /// <summary>
+    /// Per handler with live requests or recent completions: runnable, backing off, running and dead requests, those
+    /// completed within <paramref name="window"/> (the last hour when <see langword="null"/>) and the age of the
+    /// oldest runnable one. Reads only live and recently completed requests.
+    /// </summary>
+    /// <param name="window">How far back completions count; positive.</param>
+    /// <param name="cancellationToken">Cancels the query.</param>
+    /// <returns>The overviews, by handler name.</returns>
+    Task<IReadOnlyList<HandlerOverview>> GetHandlerOverviewAsync(TimeSpan? window = null, CancellationToken cancellationToken = default);
+
     /// <summary>An event with all its requests and their statuses: is it fully handled?</summary>
     /// <param name="eventId">The event's id.</param>
     /// <param name="cancellationToken">Cancels the query.</param>

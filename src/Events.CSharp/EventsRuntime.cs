@@ -360,6 +360,18 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
     }
 
     /// <inheritdoc/>
+    public async Task<IReadOnlyList<HandlerOverview>> GetHandlerOverviewAsync(
+        TimeSpan? window = null,
+        CancellationToken cancellationToken = default)
+    {
+        var span = window ?? TimeSpan.FromHours(1);
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(span, TimeSpan.Zero, nameof(window));
+        var now = time.GetUtcNow();
+        var rows = await admin.OverviewAsync(now, now - span, cancellationToken).ConfigureAwait(false);
+        return [.. rows.Select(row => new HandlerOverview(row, now, span))];
+    }
+
+    /// <inheritdoc/>
     public async Task<EventDetails?> GetEventDetailsAsync(Guid eventId, CancellationToken cancellationToken = default)
     {
         var found = await Administration.eventDetailsAsync(admin, eventId, time.GetUtcNow(), cancellationToken)

@@ -73,6 +73,9 @@ public sealed class HandlerRequest
     /// <summary>The error of the last failed attempt; cleared by a success.</summary>
     public string? LastError => Core.LastError.ToNullableReference();
 
+    /// <summary>The W3C <c>traceparent</c> of the code that raised the event; <see langword="null"/> when it was raised outside a trace.</summary>
+    public string? EventTraceParent => Core.EventTrace.ToNullableReference()?.TraceParent;
+
     /// <summary>Where the request is in its life.</summary>
     public HandlerRequestState State => Core.State.Tag switch
     {

@@ -27,6 +27,7 @@ module internal AdminSql =
                 Sql.Predicates.Waiting + " AND backoff_until IS NOT NULL"
                 "ix_events_request_canceled", [| "event_timestamp"; "id" |], [||], "canceled_at IS NOT NULL"
                 "ix_events_request_running_time", [| "event_timestamp"; "id" |], [||], Sql.Predicates.Running
+                "ix_events_request_completed_at", [| "completed_at" |], [||], "completed_at IS NOT NULL"
             ]
 
     /// The SQL predicate of a status at the parameter `now`.
@@ -154,6 +155,25 @@ GROUP BY 1, 2"""
 SELECT handler_name, %s{statusCase}, count(*)
 FROM %s{tables.Requests}
 GROUP BY 1, 2"""
+
+    /// Per handler: runnable, backing off, running and dead requests at $1, those completed at or after $2,
+    /// and the event time of the oldest runnable one. Each branch of the OR is the predicate of a partial
+    /// index (waiting, dead, running, completed), so only live and recently completed rows are read.
+    let overview (tables: Sql.Tables) =
+        let runnable = Sql.Predicates.runnableAt "$1"
+
+        $"""
+SELECT handler_name,
+       count(*) FILTER (WHERE %s{runnable}),
+       count(*) FILTER (WHERE %s{Sql.Predicates.Waiting} AND backoff_until > $1),
+       count(*) FILTER (WHERE %s{Sql.Predicates.Running}),
+       count(*) FILTER (WHERE %s{Sql.Predicates.Dead}),
+       count(*) FILTER (WHERE completed_at >= $2),
+       min(event_timestamp) FILTER (WHERE %s{runnable})
+FROM %s{tables.Requests}
+WHERE (%s{Sql.Predicates.Waiting}) OR (%s{Sql.Predicates.Dead}) OR (%s{Sql.Predicates.Running})
+   OR (completed_at IS NOT NULL AND completed_at >= $2)
+GROUP BY handler_name"""
 
     /// The documents of the requests with ids in $1.
     let findMany (tables: Sql.Tables) =

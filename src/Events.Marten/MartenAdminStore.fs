@@ -41,6 +41,7 @@ type MartenAdminStore private (store: IDocumentStore, ownsStore: bool, signal: W
     let deadHandlerNamesSql = Sql.deadHandlerNames tables
     let countByHandlerSql = AdminSql.countByHandler tables
     let countLiveByHandlerSql = AdminSql.countLiveByHandler tables
+    let overviewSql = AdminSql.overview tables
     let findManySql = AdminSql.findMany tables
     let lockManySql = AdminSql.lockMany tables
     let existingSql = AdminSql.existing tables
@@ -257,6 +258,49 @@ type MartenAdminStore private (store: IDocumentStore, ownsStore: bool, signal: W
                     rows
                     |> Seq.sortBy (fun count -> count.HandlerName, List.findIndex ((=) count.Status) RequestStatus.all)
                     |> List.ofSeq
+            }
+
+        member _.OverviewAsync(now, since, cancellationToken) =
+            task {
+                use! connection = openConnection cancellationToken
+
+                use command =
+                    Db.command connection overviewSql [ Db.timestamp now; Db.timestamp since ]
+
+                use! reader = command.ExecuteReaderAsync cancellationToken
+                let rows = ResizeArray()
+                let! more = reader.ReadAsync cancellationToken
+                let mutable more = more
+
+                while more do
+                    let name =
+                        match HandlerName.TryCreate(reader.GetString 0) with
+                        | Ok name -> name
+                        | Error error ->
+                            raise (CorruptDocumentException(Guid.Empty, $"a request's handler name: %s{error.Message}"))
+
+                    let row =
+                        {
+                            HandlerName = name
+                            Runnable = reader.GetInt64 1
+                            BackingOff = reader.GetInt64 2
+                            Running = reader.GetInt64 3
+                            Dead = reader.GetInt64 4
+                            CompletedSince = reader.GetInt64 5
+                            OldestRunnable =
+                                if reader.IsDBNull 6 then
+                                    None
+                                else
+                                    Some(reader.GetFieldValue<DateTimeOffset> 6)
+                        }
+
+                    if row.Runnable + row.BackingOff + row.Running + row.Dead + row.CompletedSince > 0L then
+                        rows.Add row
+
+                    let! next = reader.ReadAsync cancellationToken
+                    more <- next
+
+                return rows |> Seq.sortBy _.HandlerName |> List.ofSeq
             }
 
         member _.FindRequestsAsync(ids, cancellationToken) =

@@ -216,6 +216,42 @@ let private queryTests (makeStore: unit -> Task<IEventStore>) =
                         $"one row per handler and status present, by handler then status (finished included: %b{includeFinished})"
             })
 
+        testCaseTask "the overview per handler counts live requests and recent completions as the core does" (fun () ->
+            task {
+                let! store, all, now = populated makeStore
+                let! overview = (adminOf store).OverviewAsync(now, now - minutes 1.0, ct)
+                Expect.equal overview (HandlerOverview.ofRequests now (now - minutes 1.0) all) "the core's overview"
+
+                let row name =
+                    overview |> List.find (fun o -> o.HandlerName = HandlerName.Create name)
+
+                Expect.equal ((row "a").Dead, (row "a").CompletedSince) (12L, 0L) "every a is dead"
+                Expect.equal ((row "b").BackingOff, (row "b").Runnable) (12L, 0L) "every b backs off"
+                Expect.isNone (row "b").OldestRunnable "no b is runnable"
+
+                Expect.equal
+                    ((row "c").Runnable, (row "c").Running, (row "c").CompletedSince)
+                    (4L, 1L, 6L)
+                    "c: four runnable, one running, six completed"
+
+                let oldestC =
+                    all
+                    |> List.filter (fun r ->
+                        r.HandlerName.Value = "c"
+                        && RequestStatus.ofRequest now r = RequestStatus.Runnable)
+                    |> List.map _.EventTimestamp
+                    |> List.min
+
+                Expect.equal (row "c").OldestRunnable (Some oldestC) "the oldest runnable c"
+
+                let! later = (adminOf store).OverviewAsync(now, now + seconds 1.0, ct)
+
+                Expect.equal
+                    (later |> List.map (fun o -> o.HandlerName.Value, o.CompletedSince))
+                    [ "a", 0L; "b", 0L; "c", 0L ]
+                    "no completion after the window starts"
+            })
+
         testCaseTask "a zero limit gives an empty last page, a negative one is refused" (fun () ->
             task {
                 let! store, _, now = populated makeStore
