@@ -17,7 +17,7 @@
       if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
       else node.setAttribute(key, value === true ? "" : String(value));
     }
-    for (const child of children.flat()) {
+    for (const child of children.flat(Infinity)) {
       if (child === null || child === undefined) continue;
       node.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }
@@ -70,7 +70,7 @@
     el("td", { class: `number${bad && value > 0 ? " bad" : ""}`, "data-field": key }, value);
 
   function render(gen, ...nodes) {
-    if (gen === generation) page.replaceChildren(...nodes);
+    if (gen === generation) page.replaceChildren(...nodes.flat(Infinity).filter((node) => node !== null && node !== undefined));
   }
 
   // Overview: per handler, refreshed every 2 seconds while it is shown.
