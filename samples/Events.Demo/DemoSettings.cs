@@ -17,9 +17,16 @@ public enum DemoStore
 /// <param name="Output">The folder traces.jsonl and metrics.jsonl are written to.</param>
 public sealed record DemoSettings(bool Concurrent, DemoStore Store, TimeSpan? Duration, string Output)
 {
+    /// <summary>Whether the dashboard is served (default: yes).</summary>
+    public bool Dashboard { get; init; } = true;
+
+    /// <summary>The loopback port of the dashboard; 0 (the default) takes a free one.</summary>
+    public int DashboardPort { get; init; }
+
     /// <summary>How to call the demo.</summary>
     public const string Usage = """
         usage: Events.Demo [--concurrent] [--store memory|postgres] [--duration <seconds>] [--output <folder>]
+                          [--dashboard-port <port> | --no-dashboard]
 
           --concurrent         run the processor and the executor in two loops (default: one cooperative loop)
           --store memory       keep events in memory (default)
@@ -27,6 +34,8 @@ public sealed record DemoSettings(bool Concurrent, DemoStore Store, TimeSpan? Du
                                throwaway local server
           --duration <s>       stop by itself after this many seconds (default: run until Ctrl+C or SIGTERM)
           --output <folder>    where traces.jsonl and metrics.jsonl go (default: the current folder)
+          --dashboard-port <n> serve the dashboard on this loopback port (default: a free one, printed)
+          --no-dashboard       do not serve the dashboard
         """;
 
     /// <summary>Reads the command line.</summary>
@@ -78,6 +87,19 @@ public sealed record DemoSettings(bool Concurrent, DemoStore Store, TimeSpan? Du
                     }
 
                     settings = settings with { Output = Path.GetFullPath(folder) };
+                    break;
+                case "--dashboard-port":
+                    if (!int.TryParse(Value(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var port)
+                        || port is < 1 or > 65535)
+                    {
+                        error = "--dashboard-port takes a port from 1 to 65535";
+                        return false;
+                    }
+
+                    settings = settings with { Dashboard = true, DashboardPort = port };
+                    break;
+                case "--no-dashboard":
+                    settings = settings with { Dashboard = false };
                     break;
                 case "--help" or "-h":
                     error = "";

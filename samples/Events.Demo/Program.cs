@@ -1,7 +1,8 @@
 // The Go framework's demo on the C# facade and the generic host: a producer raises one application
 // event and one domain event every second; three handlers run for them (one always fails); a reporter
 // logs the store's gauges every second; traces and metrics go to JSON lines files. Ctrl+C or SIGTERM
-// stops it gracefully within 10 s, and --duration stops it by itself.
+// stops it gracefully within 10 s, and --duration stops it by itself. The dashboard is served on a loopback
+// port it prints (--dashboard-port, --no-dashboard).
 using Events.CSharp;
 using Events.Testing;
 using EventsDemo;
@@ -97,6 +98,10 @@ builder.Services.AddHostedService<EventProducer>();
 builder.Services.AddSingleton<StatsReporter>();
 builder.Services.AddHostedService(provider => provider.GetRequiredService<StatsReporter>());
 builder.Services.AddHostedService<StopAfterDuration>();
+if (settings.Dashboard)
+{
+    builder.Services.AddHostedService<DemoDashboard>();
+}
 
 using var host = builder.Build();
 var logger = host.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Events.Demo");
