@@ -43,6 +43,16 @@ public class DashboardBrowserTests(PostgresFixture fixture) : IClassFixture<Post
     }
 
     [Fact]
+    public void The_console_check_sees_what_a_page_logs()
+    {
+        // Without this, a browser log that came back empty whatever the page did would pass every page above.
+        using var browser = new Browser();
+        browser.Open("data:text/html,<p>x</p>");
+        browser.Script("console.error('broken on purpose');");
+        Assert.Contains(browser.Complaints(), complaint => complaint.Contains("broken on purpose", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public async Task Every_page_shows_the_seeded_database_with_no_console_error_and_a_hostile_payload_as_text()
     {
         await using var site = await SeededAsync();
