@@ -60,6 +60,9 @@ type Event =
         Trace: TraceContext option
         /// When the processor fanned the event out to its handler requests.
         ProcessedAt: DateTimeOffset option
+        /// Makes raising idempotent: while an event with this key is stored (until retention removes
+        /// it), appending another with the same key stores nothing and returns the stored one.
+        DeduplicationKey: string option
     }
 
 /// Functions on events. None reads the clock or draws an id: callers pass them in.
@@ -77,6 +80,7 @@ module Event =
             CorrelationId = None
             Trace = None
             ProcessedAt = None
+            DeduplicationKey = None
         }
 
     /// A domain event, about the entity given.
@@ -118,6 +122,45 @@ module Event =
 
     /// Whether the processor has fanned the event out.
     let isProcessed (event: Event) = event.ProcessedAt.IsSome
+
+    /// The longest deduplication key accepted, in characters.
+    [<Literal>]
+    let MaxDeduplicationKeyLength = 200
+
+    /// Refuses a deduplication key that is null, empty, longer than `MaxDeduplicationKeyLength` or holds
+    /// a NUL character (which PostgreSQL text cannot store), with an `ArgumentException`.
+    let checkDeduplicationKey (key: string) =
+        if isNull key then
+            nullArg "deduplicationKey"
+
+        if key.Length = 0 then
+            invalidArg "deduplicationKey" "a deduplication key must not be empty"
+
+        if key.Length > MaxDeduplicationKeyLength then
+            invalidArg
+                "deduplicationKey"
+                $"a deduplication key must be at most %d{MaxDeduplicationKeyLength} characters, got %d{key.Length}"
+
+        if key.Contains '\000' then
+            invalidArg "deduplicationKey" "a deduplication key must not hold a NUL character"
+
+    /// The event with a deduplication key (see `Event.DeduplicationKey`); refuses a bad key (see
+    /// `checkDeduplicationKey`).
+    let withDeduplicationKey (key: string) (event: Event) : Event =
+        checkDeduplicationKey key
+
+        { event with
+            DeduplicationKey = Some key
+        }
+
+    /// Whether the event an append returned in the place of `raised` is another one, stored before with
+    /// the same deduplication key (so nothing was stored for `raised`).
+    let isDuplicateOf (raised: Event) (returned: Event) = raised.Id <> returned.Id
+
+    /// Refuses a batch to append whose events carry a bad deduplication key.
+    let checkDeduplicationKeys (events: Event list) =
+        for event in events do
+            event.DeduplicationKey |> Option.iter checkDeduplicationKey
 
 /// The events an entity has raised and not yet had saved: raise, read, clear. Safe to use from
 /// several threads.

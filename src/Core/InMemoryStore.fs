@@ -101,6 +101,8 @@ type InMemoryStore(?options: InMemoryStoreOptions) =
     let runComparer = CountingComparer<RunKey> comparisons
 
     let events = Dictionary<Guid, EventEntry>()
+    // The id of the stored event of each deduplication key.
+    let deduplicationKeys = Dictionary<string, Guid>(StringComparer.Ordinal)
     // Every unprocessed event, by (timestamp, id): the oldest-unprocessed gauge.
     let unprocessed = SortedSet<TimeKey>(timeComparer)
     // Unprocessed events no claim holds (none, released, or lapsed and recovered), by (timestamp, id).
@@ -491,9 +493,10 @@ type InMemoryStore(?options: InMemoryStoreOptions) =
     interface IEventStore with
         member _.AppendAsync(batch, cancellationToken) =
             StoreArguments.checkList (nameof batch) batch
+            Event.checkDeduplicationKeys batch
 
             guarded cancellationToken (fun () ->
-                let stored =
+                let prepared =
                     batch
                     |> List.map (fun event ->
                         match event.CorrelationId with
@@ -503,55 +506,92 @@ type InMemoryStore(?options: InMemoryStoreOptions) =
                                 CorrelationId = Some(Guid.CreateVersion7())
                             })
 
-                let ids = HashSet<Guid>()
-
-                for event in stored do
-                    if not (ids.Add event.Id) then
-                        invalidArg (nameof batch) $"the batch holds event id %O{event.Id} more than once"
-
                 let fanOut = lock fanOuts (fun () -> Seq.tryLast fanOuts)
 
-                let fannedOut =
+                let stored, fannedOut, appended =
                     lock gate (fun () ->
+                        // Which events are stored: the first of each deduplication key not stored yet.
+                        let batchKeys = Dictionary<string, Event>()
+
+                        let placed =
+                            prepared
+                            |> List.map (fun event ->
+                                match event.DeduplicationKey with
+                                | Some key ->
+                                    match deduplicationKeys.TryGetValue key with
+                                    | true, id -> Choice2Of2 events[id].Event
+                                    | false, _ ->
+                                        match batchKeys.TryGetValue key with
+                                        | true, first -> Choice2Of2 first
+                                        | false, _ ->
+                                            batchKeys.Add(key, event)
+                                            Choice1Of2 event
+                                | None -> Choice1Of2 event)
+
+                        let fresh =
+                            placed
+                            |> List.choose (fun placed ->
+                                match placed with
+                                | Choice1Of2 event -> Some event
+                                | Choice2Of2 _ -> None)
+
                         // Refuse the whole batch before appending any of it.
-                        for event in stored do
+                        let ids = HashSet<Guid>()
+
+                        for event in fresh do
+                            if not (ids.Add event.Id) then
+                                invalidArg (nameof batch) $"the batch holds event id %O{event.Id} more than once"
+
                             if events.ContainsKey event.Id then
                                 invalidArg (nameof batch) $"an event with id %O{event.Id} is already stored"
 
-                        [
-                            for event in stored do
-                                let decided =
-                                    if Event.isProcessed event then
-                                        None
-                                    else
-                                        fanOut |> Option.bind (fun fanOut -> fanOut.FanOut event)
+                        let fannedOut =
+                            [
+                                for event in fresh do
+                                    event.DeduplicationKey
+                                    |> Option.iter (fun key -> deduplicationKeys.Add(key, event.Id))
 
-                                match decided with
-                                | Some decision ->
-                                    let processed =
-                                        { event with
-                                            ProcessedAt = Some decision.ProcessedAt
-                                        }
+                                    let decided =
+                                        if Event.isProcessed event then
+                                            None
+                                        else
+                                            fanOut |> Option.bind (fun fanOut -> fanOut.FanOut event)
 
-                                    events.Add(event.Id, { Event = processed; Claim = ValueNone })
+                                    match decided with
+                                    | Some decision ->
+                                        let processed =
+                                            { event with
+                                                ProcessedAt = Some decision.ProcessedAt
+                                            }
 
-                                    for request in decision.Requests do
-                                        add request
+                                        events.Add(event.Id, { Event = processed; Claim = ValueNone })
 
-                                    yield event, decision
-                                | None ->
-                                    events.Add(event.Id, { Event = event; Claim = ValueNone })
+                                        for request in decision.Requests do
+                                            add request
 
-                                    if not (Event.isProcessed event) then
-                                        unprocessed.Add(eventKey event) |> ignore
-                                        unclaimed.Add(eventKey event) |> ignore
-                        ])
+                                        yield event, decision
+                                    | None ->
+                                        events.Add(event.Id, { Event = event; Claim = ValueNone })
+
+                                        if not (Event.isProcessed event) then
+                                            unprocessed.Add(eventKey event) |> ignore
+                                            unclaimed.Add(eventKey event) |> ignore
+                            ]
+
+                        let stored =
+                            placed
+                            |> List.map (fun placed ->
+                                match placed with
+                                | Choice1Of2 event -> event
+                                | Choice2Of2 first -> first)
+
+                        stored, fannedOut, fresh.Length)
 
                 match fanOut with
                 | Some fanOut when not fannedOut.IsEmpty -> fanOut.Committed fannedOut
                 | _ -> ()
 
-                if fannedOut.Length < stored.Length then
+                if fannedOut.Length < appended then
                     workArrived.Trigger WorkSignal.EventsAppended
 
                 if not fannedOut.IsEmpty then

@@ -142,7 +142,10 @@ type WorkSignal =
 /// batches, safe for many processes sharing one database (administration is `IAdminStore`). Stores
 /// persist states; the core decides them.
 type IEventStore =
-    /// Appends events (assigning each a correlation id unless it has one) and returns them as stored.
+    /// Appends events (assigning each a correlation id unless it has one) and returns them as stored,
+    /// one per event given, in order. An event whose deduplication key is stored already (or held by
+    /// an earlier event of the batch) is not stored: the stored event with that key is returned in its
+    /// place (see `Event.isDuplicateOf`). A bad key refuses the batch with an `ArgumentException`.
     abstract AppendAsync: events: Event list * cancellationToken: CancellationToken -> Task<Event list>
 
     /// Claims up to `limit` unprocessed events, oldest first, each for `leaseFor` from `now`. A claimed

@@ -41,13 +41,18 @@ public static class EventsMarten
     /// </summary>
     /// <param name="session">The application's session.</param>
     /// <param name="events">The events, made with <see cref="Event.Application(string, object)"/> or <see cref="Event.Domain(string, EntityRef, object)"/>.</param>
-    /// <returns>The events as they will be stored, with their correlation ids.</returns>
+    /// <returns>
+    /// The events as they will be stored, with their correlation ids. An event with a deduplication key is
+    /// stored only if no event with its key is stored when the session commits (a later event of the batch
+    /// with the key of an earlier one comes back as that one, marked <see cref="Event.IsDuplicate"/>).
+    /// </returns>
     public static IReadOnlyList<Event> RaiseEvents(this IDocumentSession session, params IEnumerable<Event> events)
     {
         ArgumentNullException.ThrowIfNull(session);
         ArgumentNullException.ThrowIfNull(events);
-        var batch = events.Select(e => (e ?? throw new ArgumentException("an event is null", nameof(events))).Core);
-        return [.. DocumentSessionExtensions.AppendEvents(HandlerSessions.Unwrap(session), batch).Select((CoreEvent e) => new Event(e))];
+        var batch = events.Select(e => (e ?? throw new ArgumentException("an event is null", nameof(events))).Core).ToList();
+        var placed = DocumentSessionExtensions.AppendEvents(HandlerSessions.Unwrap(session), batch);
+        return [.. batch.Zip(placed, Event.Returned)];
     }
 
     /// <summary>

@@ -7,13 +7,13 @@ public interface IEventPublisher
     /// <summary>Raises an event.</summary>
     /// <param name="event">The event, made with <see cref="Event.Application(string, object)"/> or <see cref="Event.Domain(string, string, string, object)"/>.</param>
     /// <param name="cancellationToken">Cancels the append.</param>
-    /// <returns>The event as stored, with its correlation id.</returns>
+    /// <returns>The event as stored, with its correlation id; when its deduplication key was stored already, the event stored before with that key, marked <see cref="Event.IsDuplicate"/> (nothing is stored).</returns>
     Task<Event> RaiseAsync(Event @event, CancellationToken cancellationToken = default);
 
     /// <summary>Raises events together, in one append.</summary>
     /// <param name="events">The events.</param>
     /// <param name="cancellationToken">Cancels the append.</param>
-    /// <returns>The events as stored, in order, with their correlation ids.</returns>
+    /// <returns>The events as stored, in order, with their correlation ids; in the place of an event whose deduplication key was stored already (or held by an earlier event of the batch), the event stored with that key, marked <see cref="Event.IsDuplicate"/>.</returns>
     Task<IReadOnlyList<Event>> RaiseAsync(IEnumerable<Event> events, CancellationToken cancellationToken = default);
 
     /// <summary>Makes an application event on the runtime's clock and raises it.</summary>

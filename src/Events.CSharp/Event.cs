@@ -13,9 +13,26 @@ namespace Events.CSharp;
 /// </summary>
 public sealed class Event
 {
-    internal Event(CoreEvent core) => Core = core;
+    internal Event(CoreEvent core, bool isDuplicate = false)
+    {
+        Core = core;
+        IsDuplicate = isDuplicate;
+    }
 
     internal CoreEvent Core { get; }
+
+    /// <summary>
+    /// On an event a raise returned: <see langword="true"/> when the event raised carried a
+    /// <see cref="DeduplicationKey"/> already stored, so nothing was stored and this is the event stored
+    /// before with that key (its <see cref="Id"/> is not the raised one's). <see langword="false"/> otherwise.
+    /// </summary>
+    public bool IsDuplicate { get; }
+
+    /// <summary>
+    /// The key that makes raising this event idempotent, if any: while an event with the same key is stored
+    /// (until retention removes it), raising another stores nothing and returns the stored one.
+    /// </summary>
+    public string? DeduplicationKey => Core.DeduplicationKey.ToNullableReference();
 
     /// <summary>The event's id: a UUIDv7, so ids sort by creation time.</summary>
     public Guid Id => Core.Id;
@@ -184,9 +201,28 @@ public sealed class Event
                 Core.Entity,
                 Core.CorrelationId,
                 Core.Trace,
-                Core.ProcessedAt))
+                Core.ProcessedAt,
+                Core.DeduplicationKey))
             : throw new ArgumentException(serialised.ErrorValue.Message, nameof(data));
     }
+
+    /// <summary>
+    /// A copy of the event with a deduplication key, so raising it is idempotent: a second raise of an event
+    /// with the same key, while the first is stored, stores nothing and returns the first (marked
+    /// <see cref="IsDuplicate"/>). The window is until retention removes the stored event.
+    /// </summary>
+    /// <param name="key">The key, such as <c>"order-A-17-placed"</c>: 1 to 200 characters, no NUL character.</param>
+    /// <returns>The same event with the key.</returns>
+    /// <exception cref="ArgumentException">The key is empty, too long or holds a NUL character; the message says why.</exception>
+    public Event WithDeduplicationKey(string key)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        return new Event(EventModule.withDeduplicationKey(key, Core));
+    }
+
+    /// <summary>The event a raise returned for <paramref name="raised"/>, marked when it is another one stored before with its key.</summary>
+    internal static Event Returned(CoreEvent raised, CoreEvent returned) =>
+        new(returned, EventModule.isDuplicateOf(raised, returned));
 
     private static ArgumentException Refused(EventError error) =>
         new(

@@ -233,7 +233,7 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
     {
         ArgumentNullException.ThrowIfNull(@event);
         var stored = await store.AppendAsync(ListModule.Singleton(@event.Core), cancellationToken).ConfigureAwait(false);
-        return new Event(stored.Head);
+        return Event.Returned(@event.Core, stored.Head);
     }
 
     /// <inheritdoc/>
@@ -249,7 +249,7 @@ public sealed class EventsRuntime : IEventPublisher, IEventsAdmin, IAsyncDisposa
         }
 
         var stored = await store.AppendAsync(batch, cancellationToken).ConfigureAwait(false);
-        return [.. stored.Select(e => new Event(e))];
+        return [.. batch.Zip(stored, Event.Returned)];
     }
 
     /// <inheritdoc/>

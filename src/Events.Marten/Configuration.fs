@@ -44,7 +44,14 @@ type MartenConfiguration =
         duplicate "ClaimToken" "uuid" Sql.Columns.ClaimToken false
         duplicate "ClaimUntil" "timestamp with time zone" Sql.Columns.ClaimUntil false
         duplicate "SetAside" "text" Sql.Columns.SetAside false
+        duplicate "DeduplicationKey" "text" Sql.Columns.DeduplicationKey false
         MartenConfiguration.AddIndexes mapping Sql.Indexes.events
+        // One stored event per deduplication key: the arbiter of the keyed inserts' ON CONFLICT.
+        let unique = DocumentIndex(mapping, [| Sql.Columns.DeduplicationKey |])
+        mapping.Indexes.Add unique
+        unique.Name <- Deduplication.IndexName
+        unique.IsUnique <- true
+        unique.Predicate <- Deduplication.HasKey
 
     static member private MapRequests(mapping: DocumentMapping) =
         let duplicate = MartenConfiguration.Duplicate mapping

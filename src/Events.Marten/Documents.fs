@@ -82,6 +82,9 @@ type EventDocument =
         /// by the store's SQL, into its column; a set-aside row is in no claim, gauge or page.
         [<JsonPropertyName("setAside")>]
         SetAside: string
+        /// The event's deduplication key; null for none.
+        [<JsonPropertyName("deduplicationKey")>]
+        DeduplicationKey: string
     }
 
 /// The stored form of a handler request: a Marten document with one flat field per field of the Go
@@ -230,6 +233,7 @@ module internal Documents =
             ClaimToken = Nullable()
             ClaimUntil = Nullable()
             SetAside = null
+            DeduplicationKey = event.DeduplicationKey |> orNull
         }
 
     /// The event a stored form holds; throws `CorruptDocumentException` when it breaks the core's rules.
@@ -243,6 +247,7 @@ module internal Documents =
             CorrelationId = ofNullable document.CorrelationId
             Trace = trace document.TraceParent document.TraceState
             ProcessedAt = ofNullable document.ProcessedAt
+            DeduplicationKey = Option.ofObj document.DeduplicationKey
         }
 
     /// The stored form of a request: its state spread over the flat fields.

@@ -94,6 +94,7 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
     let recordOutcomesSql = Sql.recordOutcomes tables
     let renewLeasesSql = Sql.renewLeases tables
     let statsSql = Sql.stats tables
+    let selectByKeysSql = Deduplication.selectByKeys tables.Events
     let eventPageSql = Sql.pageAfter tables.Events
     let requestPageSql = Sql.pageAfter tables.Requests
 
@@ -532,7 +533,29 @@ type MartenEventStore private (store: IDocumentStore, options: MartenEventStoreO
                         )
 
                     // The session's commit signalled the events (see RaisedEventsListener).
-                    return stored
+                    let keys = stored |> List.choose _.DeduplicationKey |> List.distinct |> Array.ofList
+
+                    if keys.Length = 0 then
+                        return stored
+                    else
+                        // After the commit: a key another transaction held is committed by now.
+                        use! connection = openConnection cancellationToken
+
+                        use command =
+                            Db.command connection selectByKeysSql [ Db.array NpgsqlDbType.Text keys ]
+
+                        let storedByKey = Dictionary<string, Event>(StringComparer.Ordinal)
+
+                        use! reader = command.ExecuteReaderAsync cancellationToken
+                        let! more = reader.ReadAsync cancellationToken
+                        let mutable more = more
+
+                        while more do
+                            storedByKey[reader.GetString 0] <- toEvent (reader.GetString 1)
+                            let! next = reader.ReadAsync cancellationToken
+                            more <- next
+
+                        return Deduplication.resolve storedByKey stored
             }
 
         member _.ClaimEventsAsync(limit, now, leaseFor, cancellationToken) =

@@ -13,22 +13,36 @@ open global.Events
 [<RequireQualifiedAccess>]
 module internal Outbox =
 
-    /// The events as stored: each given a correlation id (a UUIDv7) unless it has one. Refuses a batch
-    /// that holds an id twice.
-    let prepare (events: Event list) : Event list =
+    /// The events as stored: each given a correlation id (a UUIDv7) unless it has one, and each keyed
+    /// one after the first of its key replaced by that first. Refuses a bad deduplication key, and a
+    /// batch that holds an id twice among the events it would store.
+    let prepare (events: Event list) : Event list * Event list =
+        Event.checkDeduplicationKeys events
+
+        let placed, stored =
+            events
+            |> List.map (fun event ->
+                match event.CorrelationId with
+                | Some _ -> event
+                | None ->
+                    { event with
+                        CorrelationId = Some(Guid.CreateVersion7())
+                    })
+            |> Deduplication.firstOfEachKey
+
         let ids = HashSet<Guid>()
 
-        events
-        |> List.map (fun event ->
+        for event in stored do
             if not (ids.Add event.Id) then
                 invalidArg (nameof events) $"the batch holds event id %O{event.Id} more than once"
 
-            match event.CorrelationId with
-            | Some _ -> event
-            | None ->
-                { event with
-                    CorrelationId = Some(Guid.CreateVersion7())
-                })
+        placed, stored
+
+    /// The events table of each document store, read once.
+    let private eventTables = ConditionalWeakTable<IDocumentStore, string>()
+
+    let private eventsTable (store: IDocumentStore) =
+        eventTables.GetValue(store, (fun store -> (StoreLayout.ofOptions store.Options).Tables.Events))
 
     /// The fan-outs on append registered per document store in this process (the latest one is used).
     let private fanOuts =
@@ -54,16 +68,24 @@ module internal Outbox =
         | false, _ -> None
 
     /// Queues the events' inserts (an id already stored fails the session's commit). When this process's
-    /// engine registered a fan-out on append for the store, each event it fans out is stored processed
-    /// with its requests, in the same transaction. Once the session commits, `RaisedEventsListener`
-    /// signals the new work (see `Wakeups`). Returns the events as stored.
+    /// engine registered a fan-out on append for the store, each unkeyed event it fans out is stored
+    /// processed with its requests, in the same transaction. An event with a deduplication key is
+    /// inserted only if its key is not stored when the session commits (see `Deduplication`), and is
+    /// left to the processor: requests stored with it would be stored for nothing when the insert
+    /// skips it. Once the session commits, `RaisedEventsListener` signals the new work (see
+    /// `Wakeups`). Returns the events as they will be stored if their keys are new (the first of each
+    /// key in the place of the later ones).
     let append (session: IDocumentSession) (events: Event list) : Event list =
-        let stored = prepare events
+        let placed, stored = prepare events
+        let keyed, unkeyed = stored |> List.partition _.DeduplicationKey.IsSome
 
-        if not stored.IsEmpty then
+        if not keyed.IsEmpty then
+            Deduplication.queue session (eventsTable session.DocumentStore) keyed
+
+        if not unkeyed.IsEmpty then
             let fanOut = fanOutOf session.DocumentStore
 
-            for event in stored do
+            for event in unkeyed do
                 let decided =
                     match fanOut with
                     | Some fanOut when not (Event.isProcessed event) ->
@@ -84,7 +106,7 @@ module internal Outbox =
                     lock fanned (fun () -> fanned.Add(fanOut, event, decision))
                 | None -> session.Insert<EventDocument>(Documents.ofEvent event)
 
-        stored
+        placed
 
     /// Tells the fan-outs of the events a session stored fanned out that its commit happened.
     let committed (session: IDocumentSession) =
@@ -141,13 +163,15 @@ type RaisedEventsListener() =
             entity.Raiser.Clear()
 
         let fannedOut = Outbox.committed session
+        let keyed = Deduplication.takeQueued session
 
         let unprocessed =
-            commit.Inserted
-            |> Seq.exists (fun document ->
-                match document with
-                | :? EventDocument as event -> not event.ProcessedAt.HasValue
-                | _ -> false)
+            keyed
+            || commit.Inserted
+               |> Seq.exists (fun document ->
+                   match document with
+                   | :? EventDocument as event -> not event.ProcessedAt.HasValue
+                   | _ -> false)
 
         if unprocessed then
             (Wakeups.For session.DocumentStore).Signal WorkSignal.EventsAppended

@@ -29,6 +29,9 @@ module internal Sql =
         [<Literal>]
         let ClaimUntil = "claim_until"
 
+        [<Literal>]
+        let DeduplicationKey = "deduplication_key"
+
         // requests (also EventTimestamp and ClaimToken)
         [<Literal>]
         let HandlerName = "handler_name"

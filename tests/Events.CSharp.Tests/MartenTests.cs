@@ -129,6 +129,24 @@ public class MartenTests(PostgresFixture fixture) : IClassFixture<PostgresFixtur
     }
 
     [Fact]
+    public async Task A_second_raise_of_a_deduplication_key_on_Marten_returns_the_first_event_marked_duplicate()
+    {
+        var connectionString = await fixture.Postgres.CreateDatabaseAsync();
+        await using var store = await EventStore.CreateMartenAsync(connectionString, schemaName: "events");
+        await using var events = EventsRuntime.Create(new EventsOptions { Store = store });
+
+        var first = await events.RaiseAsync(Event.Application("order.placed").WithDeduplicationKey("order-A-17"));
+        var again = Event.Application("order.placed").WithDeduplicationKey("order-A-17");
+        var second = await events.RaiseAsync(again);
+
+        Assert.False(first.IsDuplicate);
+        Assert.True(second.IsDuplicate);
+        Assert.Equal(first.Id, second.Id);
+        Assert.Equal("order-A-17", second.DeduplicationKey);
+        Assert.Null(await events.FindEventAsync(again.Id));
+    }
+
+    [Fact]
     public async Task A_runtime_without_dependency_injection_runs_on_a_Marten_store_of_its_own()
     {
         var connectionString = await fixture.Postgres.CreateDatabaseAsync();

@@ -41,6 +41,39 @@ public class RuntimeTests
     }
 
     [Fact]
+    public async Task A_second_raise_of_a_deduplication_key_stores_nothing_and_returns_the_first_event_marked_duplicate()
+    {
+        await using var events = EventsRuntime.Create(Fast.Options());
+
+        var first = await events.RaiseAsync(Event.Application("order.placed").WithDeduplicationKey("order-A-17"));
+        var again = Event.Application("order.placed").WithDeduplicationKey("order-A-17");
+        var batch = await events.RaiseAsync([again, Event.Application("order.placed")]);
+
+        Assert.False(first.IsDuplicate);
+        Assert.True(batch[0].IsDuplicate);
+        Assert.Equal(first.Id, batch[0].Id);
+        Assert.False(batch[1].IsDuplicate);
+        Assert.Null(await events.FindEventAsync(again.Id));
+        Assert.NotNull(await events.FindEventAsync(batch[1].Id));
+    }
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("a\0b")]
+    public void A_bad_deduplication_key_is_refused_with_an_ArgumentException(string key)
+    {
+        var error = Assert.ThrowsAny<ArgumentException>(() => Event.Application("order.placed").WithDeduplicationKey(key));
+        Assert.Contains("deduplication key", error.Message);
+    }
+
+    [Fact]
+    public void A_deduplication_key_longer_than_200_characters_is_refused()
+    {
+        Assert.ThrowsAny<ArgumentException>(() => Event.Application("order.placed").WithDeduplicationKey(new string('k', 201)));
+        Assert.Equal(new string('k', 200), Event.Application("order.placed").WithDeduplicationKey(new string('k', 200)).DeduplicationKey);
+    }
+
+    [Fact]
     public async Task A_handler_sees_the_events_data()
     {
         var seen = new TaskCompletionSource<(int Total, string Json)>();

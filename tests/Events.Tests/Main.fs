@@ -45,6 +45,7 @@ let all =
             TriageTests.tests
             EngineOptionsTests.tests
             InMemoryStoreTests.tests
+            DeduplicationTests.contract "memory" inMemory
             AdminStoreContractTests.adminContract "Admin contract on memory" inMemory
             EngineTests.engineSuite "memory" inMemory
             SchedulerTests.statusMachine
@@ -52,6 +53,8 @@ let all =
             TelemetryTests.telemetrySuite "memory" inMemory
             ThrowawayPostgresTests.tests
             MartenStoreTests.tests
+            DeduplicationTests.contract "marten" marten
+            DeduplicationTests.martenTests
             StoreContractTests.storeContractWith martenContract "Store contract on marten" marten
             AdminStoreContractTests.adminContract "Admin contract on marten" marten
             AdminStoreContractTests.martenLockTests marten

@@ -128,6 +128,20 @@ type private Worker(name: string, child: Process) =
 
     member _.HasExited = child.HasExited
 
+    /// The lines it printed on stdout (the last 300).
+    member _.OutLines =
+        lines.ToArray()
+        |> Array.choose (fun line ->
+            if line.StartsWith "out: " then
+                Some(line.Substring 5)
+            else
+                None)
+
+    /// Writes a line to its stdin.
+    member _.Tell(line: string) =
+        child.StandardInput.WriteLine line
+        child.StandardInput.Flush()
+
     /// The last lines it printed.
     member _.Output =
         let shown = lines.ToArray()
@@ -672,4 +686,78 @@ let private restart =
 
 /// The multi-process tests, one at a time and after the parallel tests (they start processes and time
 /// leases).
-let tests = testSequenced (testList "MultiProcess" [ backlog; killed; restart ])
+/// Concurrent raises of one deduplication key from several processes: one event stored, and every raise
+/// returns it (all but one as a duplicate).
+let private deduplication =
+    testTask "several processes raise one deduplication key at once: one event stored, every raiser gets its id" {
+        let! connectionString = server.Value.CreateDatabaseAsync()
+
+        do!
+            withWorkers connectionString (fun store workers ->
+                task {
+                    let processes = 4
+                    let raisesEach = 25
+                    let key = $"dedup-%O{Guid.NewGuid()}"
+
+                    let! started =
+                        workers.StartAsync(
+                            connectionString,
+                            processes,
+                            [ "--raise-key"; key; "--raises"; string raisesEach ]
+                        )
+
+                    for worker in started do
+                        worker.Tell "raise"
+
+                    let finished () =
+                        started
+                        |> List.forall (fun worker ->
+                            worker.OutLines |> Array.exists (fun line -> line.StartsWith "raises done"))
+
+                    do!
+                        eventually (TimeSpan.FromSeconds 60.0) "every worker raised" workers (fun () ->
+                            task { return finished () })
+
+                    let raised =
+                        [
+                            for worker in started do
+                                for line in worker.OutLines do
+                                    match line.Split ' ' with
+                                    | [| "raised"; id; duplicate |] -> yield Guid.Parse id, bool.Parse duplicate
+                                    | _ -> ()
+                        ]
+
+                    let ids = raised |> List.map fst |> List.distinct
+                    let originals = raised |> List.filter (snd >> not) |> List.length
+                    let! events = eventsOf store
+                    let keyed = events |> List.filter (fun event -> event.DeduplicationKey = Some key)
+
+                    printfn
+                        "deduplication across processes: %d processes, %d raises, %d event(s) stored, %d distinct id(s) returned, %d raise(s) not a duplicate"
+                        processes
+                        raised.Length
+                        keyed.Length
+                        ids.Length
+                        originals
+
+                    Expect.equal raised.Length (processes * raisesEach) "every raise returned an event"
+                    Expect.equal keyed.Length 1 "exactly one event is stored with the key"
+                    Expect.equal ids [ keyed.Head.Id ] "every raiser got the stored event's id"
+                    Expect.equal originals 1 "one raise stored it, every other one was told it was a duplicate"
+
+                    do!
+                        eventually (TimeSpan.FromSeconds 60.0) "the event's requests completed" workers (fun () ->
+                            task {
+                                let! count = completedCount store ()
+                                return count = handlerNames.Length
+                            })
+
+                    let! events = eventsOf store
+                    let! requests = requestsOf store
+                    expectOneRequestPerHandler [ keyed.Head.Id ] events requests
+                    do! terminate started
+                })
+    }
+
+let tests =
+    testSequenced (testList "MultiProcess" [ backlog; killed; restart; deduplication ])

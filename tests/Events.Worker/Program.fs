@@ -34,6 +34,10 @@ type Settings =
         StopOnStdinClose: bool
         ShutdownTimeout: TimeSpan
         LogLevel: LogLevel
+        /// Raise events with this deduplication key when told "raise" on stdin.
+        RaiseKey: string option
+        /// How many events to raise (at once) with the key.
+        Raises: int
     }
 
 let private defaults =
@@ -54,6 +58,8 @@ let private defaults =
         StopOnStdinClose = false
         ShutdownTimeout = TimeSpan.FromSeconds 10.0
         LogLevel = LogLevel.Warning
+        RaiseKey = None
+        Raises = 1
     }
 
 let private usage =
@@ -72,7 +78,11 @@ let private usage =
   --duration-s <n>              stop after n seconds (default: run until stopped)
   --stop-on-stdin-close         stop when stdin reaches its end
   --shutdown-timeout-ms <n>     how long running handlers may finish on shutdown (default 10000)
-  --log-level <level>           Trace, Debug, Information, Warning (default), Error"""
+  --log-level <level>           Trace, Debug, Information, Warning (default), Error
+  --raise-key <key>             on the line "raise" on stdin (with --stop-on-stdin-close), raise events
+                                with this deduplication key, printing "raised <id> <duplicate>" for each
+                                and then "raises done"
+  --raises <n>                  how many events to raise at once with the key (default 1)"""
 
 let private (|Count|_|) (text: string) =
     match Int32.TryParse text with
@@ -138,6 +148,8 @@ let rec private parse (settings: Settings) (arguments: string list) : Result<Set
                 ShutdownTimeout = value
             }
             rest
+    | "--raise-key" :: value :: rest -> parse { settings with RaiseKey = Some value } rest
+    | "--raises" :: Count value :: rest -> parse { settings with Raises = value } rest
     | "--log-level" :: value :: rest ->
         match Enum.TryParse<LogLevel>(value, true) with
         | true, level -> parse { settings with LogLevel = level } rest
@@ -309,12 +321,20 @@ let private run (settings: Settings) : Task<int> =
         use _ = PosixSignalRegistration.Create(PosixSignal.SIGTERM, onSignal)
         use _ = PosixSignalRegistration.Create(PosixSignal.SIGINT, onSignal)
 
+        let raiseTold =
+            TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+
         if settings.StopOnStdinClose then
             let watcher =
                 Thread(
                     (fun () ->
-                        while not (isNull (Console.In.ReadLine())) do
-                            ()
+                        let mutable line = Console.In.ReadLine()
+
+                        while not (isNull line) do
+                            if line = "raise" then
+                                raiseTold.TrySetResult() |> ignore
+
+                            line <- Console.In.ReadLine()
 
                         requestStop ()),
                     IsBackground = true
@@ -355,6 +375,39 @@ let private run (settings: Settings) : Task<int> =
 
         scheduler.Start()
         printfn "ready pid=%d" Environment.ProcessId
+
+        match settings.RaiseKey with
+        | Some key ->
+            do! raiseTold.Task
+
+            let raised =
+                [
+                    for _ in 1 .. settings.Raises ->
+                        let now = DateTimeOffset.UtcNow
+
+                        Event.application
+                            (Guid.CreateVersion7 now)
+                            now
+                            (EventName.Create settings.EventName)
+                            EventData.Empty
+                        |> Event.withDeduplicationKey key
+                ]
+
+            let! results =
+                Task.WhenAll(
+                    raised
+                    |> List.map (fun event ->
+                        task {
+                            let! stored = (store :> IEventStore).AppendAsync([ event ], CancellationToken.None)
+                            return event, stored.Head
+                        })
+                )
+
+            for event, stored in results do
+                printfn "raised %O %b" stored.Id (Event.isDuplicateOf event stored)
+
+            printfn "raises done pid=%d" Environment.ProcessId
+        | None -> ()
 
         let stopped =
             TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
