@@ -496,15 +496,7 @@ type InMemoryStore(?options: InMemoryStoreOptions) =
             Event.checkDeduplicationKeys batch
 
             guarded cancellationToken (fun () ->
-                let prepared =
-                    batch
-                    |> List.map (fun event ->
-                        match event.CorrelationId with
-                        | Some _ -> event
-                        | None ->
-                            { event with
-                                CorrelationId = Some(Guid.CreateVersion7())
-                            })
+                let prepared = batch |> List.map StoredEvent.withCorrelationId
 
                 let fanOut = lock fanOuts (fun () -> Seq.tryLast fanOuts)
 

@@ -252,3 +252,16 @@ module StoreArguments =
     let checkList (name: string) (items: 'item list) =
         if isNull (box items) then
             nullArg name
+
+/// What every store does to the events it is given before storing them.
+[<RequireQualifiedAccess>]
+module StoredEvent =
+
+    /// The event with a correlation id (a new UUIDv7) unless it has one.
+    let withCorrelationId (event: Event) : Event =
+        match event.CorrelationId with
+        | Some _ -> event
+        | None ->
+            { event with
+                CorrelationId = Some(Guid.CreateVersion7())
+            }

@@ -20,15 +20,7 @@ module internal Outbox =
         Event.checkDeduplicationKeys events
 
         let placed, stored =
-            events
-            |> List.map (fun event ->
-                match event.CorrelationId with
-                | Some _ -> event
-                | None ->
-                    { event with
-                        CorrelationId = Some(Guid.CreateVersion7())
-                    })
-            |> Deduplication.firstOfEachKey
+            events |> List.map StoredEvent.withCorrelationId |> Deduplication.firstOfEachKey
 
         let ids = HashSet<Guid>()
 
